@@ -1,0 +1,1 @@
+"""Servers that pushservice is measured against, speaking the same HTTP paths."""

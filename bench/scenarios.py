@@ -1,0 +1,150 @@
+"""The scenarios of the suite: who subscribes to what, and how messages are published."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+# One subscriber process holds at most this many connections (a process may hold 20,000
+# open files here; this leaves room for the process's own).
+MAX_CONNECTIONS_PER_PROCESS = 5000
+# Connections whose every frame is parsed for latency: about this many frames in all.
+LATENCY_SAMPLE_FRAMES = 100_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measured situation. ``rate`` 0 with ``mode`` "idle" means no publishing."""
+
+    name: str
+    description: str
+    subscribers: int
+    path: str = "/sse/stream/c1"  # {i}: connection number
+    topic: str = "c1"  # the topic that path subscribes to
+    mode: str = "rate"  # rate | closed | idle
+    rate: float = 0.0  # messages per second (rate mode)
+    duration_s: float = 10.0  # publishing time, or holding time when idle
+    target: str = "channel:c1"  # channel:NAME or user:u{k}
+    targets: int = 1  # how many users u{k} the messages spread over
+    publishers: int = 8  # publishing connections
+    batch: int = 0  # messages per batch request, 0 = single sends
+    heartbeat_s: float = 30.0
+    workers: int = 1
+    server_cores: str | None = "0"  # None = unpinned
+    generator_cores: str | None = "1"
+    generator_processes: int = 0  # 0 = as many as the connection count needs
+    group: str = ""  # scenarios compared with each other (scaling)
+
+    @property
+    def frames_per_connection(self) -> float:
+        """Message frames each connection should receive (for latency sampling)."""
+        if self.mode != "rate":
+            return 0.0
+        return self.rate * self.duration_s / max(1, self.targets)
+
+    @property
+    def sample_every(self) -> int:
+        """Parse latency on every k-th connection, for about LATENCY_SAMPLE_FRAMES samples."""
+        total = self.frames_per_connection * self.subscribers
+        if total <= LATENCY_SAMPLE_FRAMES:
+            return 1
+        return max(1, math.ceil(total / LATENCY_SAMPLE_FRAMES))
+
+    @property
+    def processes(self) -> int:
+        """Subscriber processes to run."""
+        needed = math.ceil(self.subscribers / MAX_CONNECTIONS_PER_PROCESS)
+        return max(1, self.generator_processes, needed)
+
+    @property
+    def pinning(self) -> str:
+        """Where the server and the generator ran, in words."""
+        server = f"cpu {self.server_cores}" if self.server_cores else "unpinned"
+        gen = f"cpu {self.generator_cores}" if self.generator_cores else "unpinned"
+        return f"server+redis on {server}, generator on {gen}"
+
+
+def _fanout(subs: int, rate: int) -> Scenario:
+    return Scenario(
+        name=f"fanout-{subs}x{rate}",
+        description=f"{subs:,} subscribers on one channel, {rate} msg/s for 10 s",
+        subscribers=subs,
+        rate=rate,
+        publishers=4,
+    )
+
+
+_SCALING_BASE = replace(
+    _fanout(5000, 100),
+    server_cores=None,
+    generator_cores=None,
+    generator_processes=2,
+    group="scaling",
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        _fanout(1000, 20),
+        _fanout(1000, 100),
+        _fanout(5000, 20),
+        _fanout(5000, 100),
+        Scenario(
+            name="targeted-2000x2000",
+            description="2,000 subscribers on their own user topic, 2,000 msg/s for 10 s, "
+            "each to one user",
+            subscribers=2000,
+            path="/sse/user/u{i}",
+            topic="user:u{i}",
+            rate=2000,
+            target="user:u{k}",
+            targets=2000,
+            publishers=32,
+        ),
+        Scenario(
+            name="idle-10000",
+            description="10,000 connections held 20 s, heartbeat every 5 s",
+            subscribers=10000,
+            mode="idle",
+            duration_s=20,
+            heartbeat_s=5,
+        ),
+        Scenario(
+            name="ingest-single",
+            description="single sends from 32 concurrent publishers for 10 s, 1 subscriber",
+            subscribers=1,
+            path="/sse/stream/ingest",
+            topic="ingest",
+            target="channel:ingest",
+            mode="closed",
+            publishers=32,
+        ),
+        Scenario(
+            name="ingest-batch",
+            description="batches of 500 from 4 concurrent publishers for 10 s, 1 subscriber",
+            subscribers=1,
+            path="/sse/stream/ingest",
+            topic="ingest",
+            target="channel:ingest",
+            mode="closed",
+            publishers=4,
+            batch=500,
+        ),
+        replace(
+            _SCALING_BASE,
+            name="scaling-1w",
+            description="fanout-5000x100 with 1 worker pinned to one core, generator unpinned",
+            server_cores="0",
+        ),
+        replace(
+            _SCALING_BASE,
+            name="scaling-2w",
+            description="fanout-5000x100 with 2 workers on both cores, generator unpinned",
+            workers=2,
+            server_cores="0,1",
+        ),
+    ]
+}
+
+# Scenarios a server cannot run at all (raw-gevent is one process with no bus).
+UNSUPPORTED = {("raw-gevent", "scaling-2w"): "one process, no bus between workers"}

@@ -1,0 +1,76 @@
+"""Gunicorn settings, taken from the service's settings, and the worker hooks.
+
+Run: ``gunicorn -c gunicorn.conf.py wsgi:app``. Invalid environment variables stop the
+master at once, all of them listed.
+"""
+
+import os
+import sys
+
+from pushservice.capacity import ConnectionBudget
+from pushservice.errors import SettingsError
+from pushservice.settings import Settings
+
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    sys.stderr.write(f"pushservice: {exc}\n")
+    raise SystemExit(2) from None
+
+bind = [f"0.0.0.0:{settings.service_port}"]
+workers = settings.workers
+worker_class = "gevent"
+# Every stream is a greenlet: room for the whole instance's streams plus API calls.
+worker_connections = settings.worker_connections
+# Streams live for hours; gevent workers report liveness from their main loop.
+timeout = 30
+graceful_timeout = int(settings.shutdown_grace_seconds + 0.999)
+keepalive = 5
+preload_app = False
+# Several instances may share a host; none needs gunicorn's control socket.
+control_socket_disable = True
+accesslog = "-"
+errorlog = "-"
+loglevel = settings.log_level
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
+
+# MAX_CONNECTIONS holds for the whole instance: each worker counts in a shared table.
+_budget = ConnectionBudget(settings.max_connections, slots=settings.workers + 16)
+
+
+def pre_fork(server, worker):
+    worker.budget_slot = _budget.assign_slot()
+
+
+def post_fork(server, worker):
+    _budget.claim(worker.budget_slot, os.getpid())
+
+
+def post_worker_init(worker):
+    import gevent
+
+    service = worker.wsgi.extensions["pushservice"]
+    service.use_shared_budget(_budget)
+    service.start()
+    gevent.spawn(_close_streams_when_stopping, worker, service)
+
+
+def _close_streams_when_stopping(worker, service):
+    """SIGTERM, a restart or TTOU scale-down only flip ``worker.alive``: notice it and
+    close every stream with a final frame before graceful_timeout kills the handlers."""
+    import gevent
+
+    while worker.alive:
+        gevent.sleep(0.2)
+    service.shutdown(spread_seconds=min(2.0, settings.shutdown_grace_seconds / 3))
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT: the worker exits within 0.1 s; send the final frames now."""
+    service = worker.wsgi.extensions.get("pushservice")
+    if service is not None:
+        service.shutdown(spread_seconds=0)
+
+
+def child_exit(server, worker):
+    _budget.release_slot(worker.budget_slot)

@@ -1,0 +1,41 @@
+"""pushservice: real-time message push over Server-Sent Events, backed by Redis Streams."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app. ``settings`` default to ``Settings.from_env()``.
+
+    Nothing here opens a connection or starts a greenlet; the reader starts in the worker.
+    """
+    from .api import register_blueprints
+    from .errors import register_error_handlers
+    from .service import PushService
+
+    settings = settings or Settings.from_env()
+    _configure_logging(settings)
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.ensure_ascii = False
+    PushService(settings).init_app(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    return app
+
+
+def _configure_logging(settings: Settings) -> None:
+    logger = logging.getLogger("pushservice")
+    logger.setLevel(settings.log_level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)

@@ -1,0 +1,12 @@
+"""The HTTP surfaces of the service, one blueprint per file."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import health, publish, stream
+
+
+def register_blueprints(app: Flask) -> None:
+    for module in (publish, stream, health):
+        app.register_blueprint(module.bp)

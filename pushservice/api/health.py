@@ -1,0 +1,52 @@
+"""Health: liveness and readiness in one document; 503 when this instance cannot deliver."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, jsonify
+
+from .. import __version__
+from ..errors import StoreUnavailableError
+from ..service import current_service
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health():
+    """200 when Redis answers and this worker's reader has read recently, else 503."""
+    service = current_service()
+    service.start()
+    hub = service.hub
+    checks = {}
+    try:
+        checks["redis"] = {"ok": True, "latency_ms": round(service.store.ping() * 1000, 2)}
+    except StoreUnavailableError as exc:
+        checks["redis"] = {"ok": False, "error": exc.message}
+    now = time.time()
+    since_read = None if hub.last_read_ok is None else now - hub.last_read_ok
+    # A healthy reader completes a blocking read at least every READER_BLOCK_MS.
+    reader_deadline = service.settings.reader_block_ms / 1000 * 2 + 3
+    checks["reader"] = {
+        "ok": hub.reader_alive() and since_read is not None and since_read <= reader_deadline,
+        "alive": hub.reader_alive(),
+        "seconds_since_last_read": None if since_read is None else round(since_read, 3),
+        "lag_seconds": round(hub.lag_seconds, 3),
+        "last_error": hub.last_error,
+        "position": hub.position.event_id,
+    }
+    ok = all(check["ok"] for check in checks.values())
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "version": __version__,
+        "pid": os.getpid(),
+        "connections": {"worker": hub.connection_count(), "instance": service.budget.total()},
+        "checks": checks,
+    }
+    response = jsonify(body)
+    response.status_code = 200 if ok else 503
+    if not ok:
+        response.headers["Retry-After"] = "2"
+    return response

@@ -1,0 +1,113 @@
+"""Publish API: send one message, broadcast one message, send a batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, request
+
+from ..errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
+from ..message import Message, Problems
+from ..service import current_service
+from ..store import Published
+
+bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
+
+
+@bp.post("/send")
+def send():
+    """Publish one message to the topics its target names. 202 with where it went."""
+    service = current_service()
+    message = service.messages.build(_json_body())
+    (published,) = service.store.publish([message])
+    return _accepted(_describe(published))
+
+
+@bp.post("/broadcast")
+def broadcast():
+    """Publish one message to every connection."""
+    service = current_service()
+    message = service.messages.build(_json_body(), broadcast=True)
+    (published,) = service.store.publish([message])
+    return _accepted(_describe(published))
+
+
+@bp.post("/batch")
+def batch():
+    """Publish many messages in one round trip: all of them, or none when any is bad.
+
+    The body is ``{"messages": [...]}`` (a bare JSON array is accepted too).
+    """
+    service = current_service()
+    body = _json_body()
+    items = body.get("messages") if isinstance(body, dict) else body
+    if isinstance(body, dict) and set(body) - {"messages"}:
+        raise ValidationError("The batch is invalid.", details=[
+            {"field": key, "error": "unknown field"} for key in sorted(set(body) - {"messages"})
+        ])
+    if not isinstance(items, list):
+        raise ValidationError("The batch is invalid.", details=[
+            {"field": "messages", "error": "must be a JSON array of messages"}])
+    if not items:
+        raise ValidationError("The batch is invalid.", details=[
+            {"field": "messages", "error": "must hold at least one message"}])
+    limit = service.settings.max_batch_size
+    if len(items) > limit:
+        raise PayloadTooLargeError(
+            f"The batch holds {len(items)} messages; the limit is {limit} (MAX_BATCH_SIZE).",
+            details={"count": len(items), "limit": limit}, code="batch_too_large")
+    messages: list[Message] = []
+    errors: list[dict[str, Any]] = []
+    for index, raw in enumerate(items):
+        problems = Problems()
+        try:
+            message = service.messages.check(raw, problems)
+        except PayloadTooLargeError as exc:
+            raise PayloadTooLargeError(
+                f"Message {index}: {exc.message}", details={"index": index, **exc.details},
+                code=exc.code) from exc
+        if problems:
+            errors.append({"index": index, "errors": problems.items})
+        elif message is not None:
+            messages.append(message)
+    if errors:
+        raise ValidationError(
+            f"{len(errors)} of {len(items)} messages are invalid; nothing was published.",
+            details=errors)
+    results = service.store.publish(messages)
+    return _accepted({"accepted": len(results), "results": [_describe(p) for p in results]})
+
+
+def _json_body() -> Any:
+    """The request body as JSON, or the error that says what is wrong with it."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaTypeError(
+            "Send the message as JSON with Content-Type: application/json.",
+            details={"content_type": request.content_type})
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH answers 413 beyond the limit
+    if not raw:
+        raise BadRequestError("The request body is empty; send a JSON message.",
+                              code="invalid_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def _describe(published: Published) -> dict[str, Any]:
+    return {
+        "id": published.message.id,
+        "event_id": published.position.event_id,
+        "topics": list(published.message.topics),
+        "duplicate": published.duplicate,
+    }
+
+
+def _accepted(payload: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(payload), status=202, mimetype="application/json")

@@ -1,0 +1,225 @@
+"""Service settings: one frozen object, read from the environment once.
+
+This is the only module that reads ``os.environ``. ``Settings.from_env()`` checks every
+variable and reports all bad ones together, naming each variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
+from urllib.parse import quote, urlsplit
+
+from .errors import SettingsError
+
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with.
+
+    Defaults match SPEC.md. Durations carry their unit in the name; 0 never means
+    "unlimited" unless the field's comment says so.
+    """
+
+    redis_url: str = "redis://localhost:6379/2"
+    # True when REDIS_URL or REDIS_HOST was given; the launcher only embeds a Redis
+    # when nothing was configured and nothing answers on localhost:6379.
+    redis_configured: bool = False
+    service_port: int = 8089
+    workers: int = 2
+    max_connections: int = 10000
+    heartbeat_interval: float = 30.0
+    message_ttl: int = 3600
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    jwt_secret: str = ""
+    enable_auth: bool = True
+    stream_key_prefix: str = "pushservice"
+    stream_max_length: int = 1_000_000
+    connection_queue_size: int = 1000
+    max_message_bytes: int = 64 * 1024
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_batch_size: int = 1000
+    replay_max_messages: int = 10_000
+    write_timeout_seconds: float = 10.0
+    shutdown_grace_seconds: float = 10.0
+    sse_retry_ms: int = 3000
+    reader_block_ms: int = 2000
+    reader_batch_size: int = 1000
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Raises SettingsError listing every invalid variable at once.
+        """
+        env = os.environ if environ is None else environ
+        reader = _EnvReader(env)
+        values: dict[str, Any] = {
+            "redis_url": _redis_url(reader),
+            "redis_configured": bool(env.get("REDIS_URL") or env.get("REDIS_HOST")),
+            "service_port": reader.integer("SERVICE_PORT", 8089, minimum=1, maximum=65535),
+            "workers": reader.integer("WORKERS", _default_workers(), minimum=1, maximum=256),
+            "max_connections": reader.integer("MAX_CONNECTIONS", 10000, minimum=1),
+            "heartbeat_interval": reader.number("HEARTBEAT_INTERVAL", 30.0, minimum=0.05),
+            "message_ttl": reader.integer("MESSAGE_TTL", 3600, minimum=1),
+            "cors_origins": reader.origins("CORS_ORIGINS", DEFAULT_CORS_ORIGINS),
+            "jwt_secret": env.get("JWT_SECRET", ""),
+            "enable_auth": reader.boolean("ENABLE_AUTH", True),
+            "stream_key_prefix": reader.name("STREAM_KEY_PREFIX", "pushservice"),
+            "stream_max_length": reader.integer("STREAM_MAX_LENGTH", 1_000_000, minimum=100),
+            "connection_queue_size": reader.integer(
+                "CONNECTION_QUEUE_SIZE", 1000, minimum=2, maximum=1_000_000
+            ),
+            "max_message_bytes": reader.integer("MAX_MESSAGE_BYTES", 64 * 1024, minimum=256),
+            "max_request_bytes": reader.integer(
+                "MAX_REQUEST_BYTES", 8 * 1024 * 1024, minimum=1024
+            ),
+            "max_batch_size": reader.integer("MAX_BATCH_SIZE", 1000, minimum=1),
+            "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", 10_000, minimum=1),
+            "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            "shutdown_grace_seconds": reader.number(
+                "SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.5
+            ),
+            "sse_retry_ms": reader.integer("SSE_RETRY_MS", 3000, minimum=0),
+            "reader_block_ms": reader.integer("READER_BLOCK_MS", 2000, minimum=10),
+            "reader_batch_size": reader.integer("READER_BATCH_SIZE", 1000, minimum=1),
+            "log_level": reader.choice(
+                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ),
+        }
+        if values["max_request_bytes"] < values["max_message_bytes"]:
+            reader.problems.append(
+                "MAX_REQUEST_BYTES must be at least MAX_MESSAGE_BYTES "
+                f"({values['max_message_bytes']})"
+            )
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (for tests and the launcher)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)
+
+    @property
+    def worker_connections(self) -> int:
+        """Greenlets per worker: room for every stream of the instance plus API calls."""
+        return self.max_connections + 1000
+
+
+def _default_workers() -> int:
+    # Gevent workers are single-threaded; one per core uses the machine.
+    return max(1, os.cpu_count() or 1)
+
+
+def _redis_url(reader: _EnvReader) -> str:
+    env = reader.env
+    url = env.get("REDIS_URL", "").strip()
+    if url:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            reader.problems.append(
+                f"REDIS_URL={url!r}: expected a redis://, rediss:// or unix:// URL"
+            )
+        return url
+    host = env.get("REDIS_HOST", "localhost").strip() or "localhost"
+    port = reader.integer("REDIS_PORT", 6379, minimum=1, maximum=65535)
+    db = reader.integer("REDIS_DB", 2, minimum=0, maximum=1_000_000)
+    password = env.get("REDIS_PASSWORD", "")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+class _EnvReader:
+    """Parses typed values from the environment, collecting every problem."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _parse(self, name: str, default: Any, convert: Callable[[str], Any], expected: str):
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return convert(raw.strip())
+        except ValueError:
+            self.problems.append(f"{name}={raw!r}: expected {expected}")
+            return default
+
+    def integer(self, name: str, default: int, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        value = self._parse(name, default, int, "an integer")
+        return self._in_range(name, value, default, minimum, maximum)
+
+    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        value = self._parse(name, default, float, "a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            self.problems.append(f"{name}={value!r}: expected a finite number")
+            return default
+        return self._in_range(name, value, default, minimum, None)
+
+    def _in_range(self, name, value, default, minimum, maximum):
+        if minimum is not None and value < minimum:
+            self.problems.append(f"{name}={value}: expected at least {minimum}")
+            return default
+        if maximum is not None and value > maximum:
+            self.problems.append(f"{name}={value}: expected at most {maximum}")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def convert(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+
+        return self._parse(name, default, convert, "true or false")
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        def convert(raw: str) -> str:
+            if raw.lower() not in options:
+                raise ValueError(raw)
+            return raw.lower()
+
+        return self._parse(name, default, convert, "one of " + ", ".join(options))
+
+    def name(self, name: str, default: str) -> str:
+        def convert(raw: str) -> str:
+            if not raw.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, default, convert, "letters, digits, '-', '_' or '.'")
+
+    def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        def convert(raw: str) -> tuple[str, ...]:
+            if raw.startswith("["):
+                try:
+                    parsed = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(raw) from exc
+                if not all(isinstance(item, str) for item in parsed):
+                    raise ValueError(raw)
+                items = parsed
+            else:
+                items = raw.split(",")
+            origins = tuple(item.strip().rstrip("/") for item in items if item.strip())
+            for origin in origins:
+                if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+                    raise ValueError(raw)
+            return origins
+
+        return self._parse(
+            name, default, convert,
+            'a JSON list of origins like ["http://localhost:3000"] or a comma-separated list',
+        )

@@ -1,0 +1,298 @@
+"""The life of one SSE response: greeting, replay of what was missed, live frames, and a
+final frame that says why the stream ended.
+
+Resuming follows the order that cannot lose or double a message at the seam: register
+for live entries first, replay from the client's position up to the newest entry, then
+drop live entries that the replay already covered (they are not newer than the last
+replayed id). When the client's position is no longer kept, a ``history-lost`` event
+says so in-band (browsers cannot read response headers) and names where history resumes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import gevent
+from gevent import Timeout
+from gevent.queue import Empty
+
+from .errors import StoreUnavailableError
+from .hub import BROADCAST_TOPIC, Hub
+from .position import Position, parse_event_id
+from .settings import Settings
+from .sse import encode_json_frame, encode_position, encode_retry
+from .store import Entry, Store, StreamInfo
+from .subscription import WAKE, CloseReason, Heartbeat, Subscription
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+# The reconnect delay sent when a replay stops at its cap: continue right away.
+REPLAY_CONTINUE_RETRY_MS = 10
+
+
+class ClientTooSlowError(BrokenPipeError):
+    """A write did not complete within WRITE_TIMEOUT_SECONDS; the connection is dropped.
+
+    A BrokenPipeError with errno EPIPE, which gunicorn and gevent treat as a client that
+    went away (logged at debug), not as a server error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(errno.EPIPE, "client did not read its stream in time")
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where a connection's history starts.
+
+    ``replay_after``: replay entries after this (ms, seq) key; None means live only.
+    ``lost``: the payload of the ``history-lost`` event, or None when nothing was lost.
+    """
+
+    replay_after: tuple[int, int] | None
+    lost: dict[str, Any] | None = None
+
+
+def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]) -> ResumePlan:
+    """Decide how to resume from ``last_event_id`` (None: a fresh connection).
+
+    ``info_source`` is called at most once, to learn what the stream still holds; it may
+    raise StoreUnavailableError, which the view answers with 503 before streaming.
+    """
+    if last_event_id is None:
+        return ResumePlan(None)
+    position = parse_event_id(last_event_id)
+    if position is None:
+        return ResumePlan(None, _lost("malformed_last_event_id", last_event_id, "now"))
+    info = info_source()
+    if info.epoch != position.epoch:
+        # The stream was recreated (or Redis lost its data): everything it holds now is
+        # new to this client, and what came between is gone.
+        return ResumePlan((0, 0), _lost("stream_reset", last_event_id, _oldest(info)))
+    key = position.key
+    if info.last_generated is None or key > info.last_generated:
+        return ResumePlan(None, _lost("unknown_position", last_event_id, "now"))
+    if _trimmed_after(key, info):
+        return ResumePlan((0, 0), _lost("history_trimmed", last_event_id, _oldest(info)))
+    return ResumePlan(key)
+
+
+def _trimmed_after(key: tuple[int, int], info: StreamInfo) -> bool:
+    """Whether entries newer than ``key`` may have been removed from the stream."""
+    if info.first is not None and key >= info.first:
+        return False
+    if info.max_deleted is not None:
+        # Redis 7 knows the newest id it ever removed: exact.
+        return info.max_deleted > key
+    # Redis 6.2: anything after ``key`` that is gone is a loss.
+    if info.first is None:
+        return info.last_generated is not None and info.last_generated > key
+    return True
+
+
+def _oldest(info: StreamInfo) -> str:
+    if info.first is None or info.epoch is None:
+        return "now"
+    return Position(info.epoch, *info.first).event_id
+
+
+def _lost(reason: str, last_event_id: str, resumes_from: str) -> dict[str, Any]:
+    return {"reason": reason, "last_event_id": last_event_id, "resumes_from": resumes_from}
+
+
+def matches(entry_topics: tuple[str, ...], subscribed: frozenset[str]) -> bool:
+    """Whether an entry routed to ``entry_topics`` reaches a subscriber of ``subscribed``."""
+    return BROADCAST_TOPIC in entry_topics or not subscribed.isdisjoint(entry_topics)
+
+
+class StreamSession:
+    """The response body of one SSE connection, and its cleanup.
+
+    Registering happens when the session is created (in the view, so that limits and
+    Redis failures are still answered with JSON); ``close()`` always unregisters and
+    releases the connection's budget, whether or not the body was ever iterated.
+    """
+
+    def __init__(self, hub: Hub, store: Store, settings: Settings,
+                 subscription: Subscription, plan: ResumePlan,
+                 heartbeat_events: bool = False, expires_at: float | None = None,
+                 on_close: Callable[[StreamSession], None] | None = None) -> None:
+        self.hub = hub
+        self.store = store
+        self.settings = settings
+        self.subscription = subscription
+        self.plan = plan
+        self.heartbeat_events = heartbeat_events
+        self.expires_at = expires_at
+        self.on_close = on_close
+        self.topics = frozenset(subscription.topics)
+        self.start = hub.register(subscription)
+        self.epoch = self.start.epoch
+        self.replayed = 0
+        self._body: Iterator[bytes] | None = None
+        self._closed = False
+
+    # -- the WSGI iterable --------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._body is None:
+            self._body = self._timed_writes()
+        return self._body
+
+    def close(self) -> None:
+        """End the session: stop the body and forget the connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._body is not None:
+            self._body.close()
+        self.hub.unregister(self.subscription)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def _timed_writes(self) -> Iterator[bytes]:
+        """Yield each chunk under a write deadline: a client that stops reading is cut
+        off after WRITE_TIMEOUT_SECONDS instead of pinning its greenlet forever."""
+        deadline = Timeout(self.settings.write_timeout_seconds, ClientTooSlowError())
+        try:
+            for chunk in self._chunks():
+                deadline.start()
+                yield chunk
+                deadline.cancel()
+        finally:
+            deadline.close()
+
+    # -- what the client receives -------------------------------------------------------
+
+    def _chunks(self) -> Iterator[bytes]:
+        subscription = self.subscription
+        greeting = {"connection_id": subscription.id, "topics": list(subscription.topics),
+                    "heartbeat_interval": self.settings.heartbeat_interval}
+        head = [encode_retry(self.settings.sse_retry_ms)]
+        if self.plan.replay_after is None:
+            # Live only: the client has everything up to the hub's position, and a
+            # reconnect from here must not miss what comes next.
+            subscription.last_key = self.start.key
+            greeting["last_event_id"] = self.start.event_id
+            head.append(encode_json_frame(greeting, "connected", self.start.event_id))
+        else:
+            head.append(encode_json_frame(greeting, "connected"))
+        if self.plan.lost is not None:
+            lost = dict(self.plan.lost)
+            if lost["resumes_from"] == "now":
+                lost["resumes_from"] = self.start.event_id
+            head.append(encode_json_frame(lost, "history-lost"))
+        yield b"".join(head)
+        try:
+            if self.plan.replay_after is not None:
+                yield from self._replay(self.plan.replay_after)
+            yield from self._live()
+        except StoreUnavailableError as exc:
+            log.warning("stream %s ends: %s", subscription.id, exc)
+            yield self._final_frame("unavailable", {"retry_ms": self.settings.sse_retry_ms})
+
+    def _replay(self, after: tuple[int, int]) -> Iterator[bytes]:
+        subscription = self.subscription
+        named = subscription.named
+        limit = self.settings.replay_max_messages
+        key = after
+        while True:
+            entries = self.store.read_range(key, REPLAY_PAGE)
+            if not entries:
+                break
+            now_ms = time.time() * 1000
+            frames: list[bytes] = []
+            for entry in entries:
+                last = entry
+                sent = (not entry.expires_at_ms or entry.expires_at_ms >= now_ms) and matches(
+                    entry.topics, self.topics)
+                if sent:
+                    frames.append(entry.frame(named))
+                    self.replayed += 1
+                    if self.replayed >= limit:
+                        break
+            key = last.key
+            subscription.last_key = key
+            self.epoch = last.epoch
+            if not sent:
+                # Move the client's Last-Event-ID past the entries it was not sent.
+                frames.append(encode_position(last.event_id, "replay"))
+            yield b"".join(frames)
+            if self.replayed >= limit:
+                subscription.close(CloseReason.REPLAY_LIMIT,
+                                   {"retry_ms": REPLAY_CONTINUE_RETRY_MS, "limit": limit})
+                return
+            if len(entries) < REPLAY_PAGE:
+                break
+            gevent.sleep(0)  # a long replay must not starve the worker's other streams
+
+    def _live(self) -> Iterator[bytes]:
+        subscription = self.subscription
+        queue = subscription.queue
+        pending = queue.queue  # the deque behind the gevent queue: drained in one go
+        named = subscription.named
+        while True:
+            if subscription.closing is not None:
+                yield self._final_frame(subscription.closing, subscription.close_detail)
+                return
+            try:
+                first = queue.get(timeout=self._time_left())
+            except Empty:
+                subscription.close(CloseReason.TOKEN_EXPIRED,
+                                   {"retry_ms": self.settings.sse_retry_ms})
+                continue
+            items = [first]
+            while pending:
+                items.append(queue.get_nowait())
+            frames: list[bytes] = []
+            for item in items:
+                if type(item) is Entry:
+                    if item.epoch != self.epoch:
+                        frames.append(self._epoch_changed(item))
+                    elif (item.ms, item.seq) <= subscription.last_key:
+                        continue  # already replayed
+                    frames.append(item.frame(named))
+                    subscription.last_key = (item.ms, item.seq)
+                    subscription.frames_sent += 1
+                elif type(item) is Heartbeat:
+                    frames.append(self._heartbeat(item.position))
+                elif item is not WAKE:
+                    log.error("unexpected item in stream queue: %r", item)
+            if frames:
+                yield b"".join(frames)
+
+    # -- individual frames --------------------------------------------------------------
+
+    def _heartbeat(self, position: Position) -> bytes:
+        subscription = self.subscription
+        advanced = position.epoch == self.epoch and position.key > subscription.last_key
+        if advanced:
+            subscription.last_key = position.key
+        if self.heartbeat_events:
+            return encode_json_frame({"time": time.time()}, "heartbeat",
+                                     position.event_id if advanced else None)
+        if advanced:
+            return encode_position(position.event_id)
+        return b": heartbeat\n\n"
+
+    def _epoch_changed(self, entry: Entry) -> bytes:
+        lost = _lost("stream_reset", Position(self.epoch, *self.subscription.last_key).event_id,
+                     entry.event_id)
+        self.epoch = entry.epoch
+        self.subscription.last_key = (0, 0)
+        return encode_json_frame(lost, "history-lost")
+
+    def _final_frame(self, reason: str, detail: dict[str, Any]) -> bytes:
+        retry_ms = int(detail.get("retry_ms", self.settings.sse_retry_ms))
+        payload = {"reason": reason, **detail, "retry_ms": retry_ms}
+        return encode_retry(retry_ms) + encode_json_frame(payload, "closing")
+
+    def _time_left(self) -> float | None:
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - time.time())

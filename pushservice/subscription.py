@@ -1,0 +1,100 @@
+"""One SSE connection as the hub sees it: its topics and a bounded gevent queue.
+
+``offer()`` never blocks: when the queue is full the subscription is closed as a slow
+consumer instead (the client resumes with Last-Event-ID), so one stalled client can
+neither slow the reader nor grow the worker's memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gevent.queue import Full, Queue
+
+
+class CloseReason:
+    """Why a stream ended; sent to the client in the final ``closing`` frame."""
+
+    SHUTDOWN = "shutdown"
+    SLOW_CONSUMER = "slow_consumer"
+    REPLAY_LIMIT = "replay_limit"
+    KICKED = "closed_by_operator"
+    TOKEN_EXPIRED = "token_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A periodic keep-alive; ``position`` is where the stream stood when it was sent."""
+
+    position: Any
+
+
+# Put in a queue only to wake its consumer so it notices ``closing``.
+WAKE = object()
+
+_connection_ids = itertools.count(1)
+
+
+def new_connection_id() -> str:
+    """Unique across workers and instances: pid-free random prefix plus a counter."""
+    return f"c_{secrets.token_hex(6)}{next(_connection_ids):x}"
+
+
+class Subscription:
+    """A live connection's routing state.
+
+    ``topics`` is what it subscribes to (broadcasts always reach it). ``named`` says
+    whether its frames carry the ``event:`` field. ``closing`` holds the reason once the
+    connection has been told to end, with ``close_detail`` for the client.
+    """
+
+    __slots__ = ("id", "topics", "named", "queue", "closing", "close_detail", "kind",
+                 "user", "connected_at", "frames_sent", "last_key", "info", "pid")
+
+    def __init__(self, topics: tuple[str, ...], queue_size: int, named: bool = True,
+                 kind: str = "stream", user: str | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.id = new_connection_id()
+        self.topics = topics
+        self.named = named
+        self.queue: Queue = Queue(queue_size)
+        self.closing: str | None = None
+        self.close_detail: dict[str, Any] = {}
+        self.kind = kind
+        self.user = user
+        self.connected_at = time.time()
+        self.frames_sent = 0
+        # (ms, seq) of the newest stream entry this client has been given or skipped.
+        self.last_key: tuple[int, int] = (0, 0)
+        self.info = info or {}
+        self.pid = os.getpid()
+
+    def offer(self, item: Any) -> bool:
+        """Queue ``item`` without blocking. A full queue closes the subscription as a slow
+        consumer; False means this offer did that."""
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except Full:
+            if self.closing is not None:
+                return True  # already on its way out
+            self.close(CloseReason.SLOW_CONSUMER, {"queue_size": self.queue.maxsize})
+            return False
+
+    def close(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        """Ask the connection to end with a final frame giving ``reason``. Idempotent."""
+        if self.closing is not None:
+            return
+        self.closing = reason
+        self.close_detail = detail or {}
+        try:
+            self.queue.put_nowait(WAKE)
+        except Full:
+            # The consumer is not waiting on an empty queue; it checks ``closing``
+            # before it takes the next item.
+            pass
