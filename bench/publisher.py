@@ -3,8 +3,9 @@
 Modes (``--mode``):
 
 * ``rate``: message ``n`` is due at ``start + n / rate``; it goes out on the first idle
-  keep-alive connection (``--connections`` of them, one request in flight each). When none
-  is idle the schedule slips, and the achieved rate says so.
+  keep-alive connection (``--connections`` of them to start with, one request in flight
+  each, more opened up to ``--max-connections`` when none is idle). Past that the
+  schedule slips, and the achieved rate and the slip say so.
 * ``closed``: ``--connections`` loops send back to back for ``--duration-s`` (single sends,
   or ``--batch`` messages per request to the batch endpoint).
 
@@ -170,6 +171,7 @@ class Publisher:
         idle: asyncio.Queue = asyncio.Queue()
         for _ in range(args.connections):
             idle.put_nowait(await self._connect())
+        opened = args.connections
         total = int(args.rate * args.duration_s)
         start = time.time() + 0.05
         pending = set()
@@ -182,6 +184,9 @@ class Publisher:
             delay = due - time.time()
             if delay > 0.001:
                 await asyncio.sleep(delay)
+            if idle.empty() and opened < args.max_connections:
+                opened += 1
+                idle.put_nowait(await self._connect())
             conn = await idle.get()
             self.max_slip = max(self.max_slip, time.time() - due)
             task = asyncio.ensure_future(one(conn, self._take()))
@@ -246,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=100.0, help="messages per second (rate mode)")
     p.add_argument("--duration-s", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument(
+        "--max-connections", type=int, default=64,
+        help="rate mode opens more connections, up to this, rather than slip the schedule",
+    )
     p.add_argument("--batch", type=int, default=0, help="messages per batch request; 0 = single")
     p.add_argument("--target", default="channel:c1", help="channel:NAME or user:u{k}")
     p.add_argument("--targets", type=int, default=1, help="how many users u{k} spreads over")

@@ -292,8 +292,7 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
             reasons[why] = reasons.get(why, 0) + n
     conns["close_reasons"] = reasons
     frames = {key: sum(r[key] for r in res) for key in (
-        "expected", "delivered", "lost", "duplicated", "unexpected", "unparsed",
-        "reordered_connections")}
+        "expected", "delivered", "lost", "duplicated", "unexpected", "unparsed")}
     frames["delivered_per_s"] = (
         round(frames["delivered"] / max(last_frame - first_pub, 1e-3), 1)
         if frames["delivered"] else 0.0

@@ -168,10 +168,8 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
     elif spec.kind == "flask-sse":
         env = {"REDIS_URL": redis_url}
         argv = [
-            str(BIN / "gunicorn"), "-k", "gevent", "-w", str(spec.workers),
-            "--worker-connections", "20000", "--backlog", "4096", "-b", f"{HOST}:{port}",
-            "--graceful-timeout", "3", "--timeout", "300", "--log-level", "warning",
-            "bench.baselines.flasksse_app:app",
+            str(BIN / "gunicorn"), "-c", "bench/baselines/flasksse_gunicorn.py",
+            "-w", str(spec.workers), "-b", f"{HOST}:{port}", "bench.baselines.flasksse_app:app",
         ]
     elif spec.kind == "raw-gevent":
         if spec.workers != 1:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
-
 from flask import Flask, current_app
 
 from .capacity import ConnectionBudget
@@ -67,7 +65,7 @@ class PushService:
         assert self.hub is not None
         if not self.hub.started:
             log.info("worker %s starts its reader on %s", os.getpid(),
-                     _redacted(self.settings.redis_url))
+                     self.settings.redis_url_redacted)
         self.hub.start()
 
     def use_shared_budget(self, budget: ConnectionBudget) -> None:
@@ -82,18 +80,8 @@ class PushService:
             log.info("closing %d streams over %.1fs for shutdown", count, spread_seconds)
         return self.hub.close_all(CloseReason.SHUTDOWN, spread_seconds)
 
-    def describe(self) -> dict[str, Any]:
-        return {"redis": _redacted(self.settings.redis_url)}
-
 
 def current_service() -> PushService:
     """The PushService of the current app."""
     return current_app.extensions[EXTENSION_KEY]
 
-
-def _redacted(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"

@@ -50,6 +50,8 @@ class Settings:
     reader_block_ms: int = 2000
     reader_batch_size: int = 1000
     log_level: str = "info"
+    # Where the launcher keeps an embedded Redis's data, relative to the project.
+    embedded_redis_dir: str = "var/redis"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +90,7 @@ class Settings:
             "sse_retry_ms": reader.integer("SSE_RETRY_MS", 3000, minimum=0),
             "reader_block_ms": reader.integer("READER_BLOCK_MS", 2000, minimum=10),
             "reader_batch_size": reader.integer("READER_BATCH_SIZE", 1000, minimum=1),
+            "embedded_redis_dir": env.get("EMBEDDED_REDIS_DIR", "var/redis") or "var/redis",
             "log_level": reader.choice(
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
@@ -106,6 +109,15 @@ class Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
         return Settings(**current)
+
+    @property
+    def redis_url_redacted(self) -> str:
+        """The Redis URL without its password, for logs and status pages."""
+        url = self.redis_url
+        if "@" not in url:
+            return url
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
     @property
     def worker_connections(self) -> int:

@@ -75,7 +75,7 @@ def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]
         # new to this client, and what came between is gone.
         return ResumePlan((0, 0), _lost("stream_reset", last_event_id, _oldest(info)))
     key = position.key
-    if info.last_generated is None or key > info.last_generated:
+    if key > (info.last_generated or (0, 0)):
         return ResumePlan(None, _lost("unknown_position", last_event_id, "now"))
     if _trimmed_after(key, info):
         return ResumePlan((0, 0), _lost("history_trimmed", last_event_id, _oldest(info)))

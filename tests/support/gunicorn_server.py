@@ -65,6 +65,7 @@ class ServiceProcess:
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.redis_url = redis_url
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.workers = workers
         self.root = Path(root)
@@ -75,6 +76,7 @@ class ServiceProcess:
         self.stderr_path = self.log_dir / "stderr.log"
         self.seen_worker_pids: set[int] = set()
         self._proc: subprocess.Popen | None = None
+        self._log_offset = 0
         self._session = requests.Session()
 
     def _environment(self, overrides: Mapping[str, str | None]) -> dict[str, str]:
@@ -108,18 +110,40 @@ class ServiceProcess:
             raise ServiceError(f"{self.describe()} is already running")
         if not (self.root / "wsgi.py").is_file():
             raise ServiceError(f"no wsgi.py in {self.root}")
+        deadline = Deadline(timeout)
+        for attempt in range(3):
+            self._spawn()
+            try:
+                self.wait_ready(deadline.remaining())
+            except ServiceError:
+                self.stop(timeout=5)
+                # Another process took the free port first: try again on a new one, unless
+                # the caller chose the port.
+                if attempt < 2 and not self._fixed_port and self._lost_port_race():
+                    self.port = free_port()
+                    self.env["SERVICE_PORT"] = str(self.port)
+                    continue
+                raise
+            except BaseException:
+                self.stop(timeout=5)
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
         argv = [*gunicorn_command(), "-c", "gunicorn.conf.py", *self.extra_args, "wsgi:app"]
+        self._log_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self._proc = subprocess.Popen(
                 argv, cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
         register(self)
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop(timeout=5)
-            raise
-        return self
+
+    def _lost_port_race(self) -> bool:
+        with self.stderr_path.open("rb") as err:
+            err.seek(self._log_offset)
+            text = err.read().decode(errors="replace")
+        return "Connection in use" in text or "Address already in use" in text
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until ``/health`` answers (any status) from each of the workers."""

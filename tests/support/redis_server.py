@@ -117,6 +117,7 @@ class RedisServer:
         self.directory = Path(tempfile.mkdtemp(prefix="pushservice-redis-"))
         self.log_path = self.directory / "redis.log"
         self._proc: subprocess.Popen | None = None
+        self._last_db = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -219,6 +220,17 @@ class RedisServer:
     def pid(self) -> int | None:
         """PID of the current redis-server process, None before the first start."""
         return self._proc.pid if self._proc is not None else None
+
+    def fresh_db(self) -> int:
+        """A database number that no earlier call returned, emptied; never 0.
+
+        Numbers cycle after ``databases - 1``, so a test suite can take one per test
+        without flushing what other tests (or running services) keep in theirs.
+        """
+        self._last_db = self._last_db % (self.databases - 1) + 1
+        with self.client(db=self._last_db) as client:
+            client.flushdb()
+        return self._last_db
 
     def url(self, db: int = 0) -> str:
         """``redis://127.0.0.1:<port>/<db>``."""

@@ -1,0 +1,66 @@
+"""Starts gunicorn with the project's settings, and a Redis when there is none."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers_ping
+from .errors import SettingsError
+from .settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"pushservice: {exc}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_configured:
+        redis_note = f"Redis: {settings.redis_url_redacted} (configured)"
+    elif answers_ping("localhost", 6379):
+        redis_note = f"Redis: {settings.redis_url} (found on localhost:6379)"
+    else:
+        embedded = EmbeddedRedis(PROJECT_ROOT / settings.embedded_redis_dir)
+        try:
+            embedded.start()
+        except EmbeddedRedisError as exc:
+            print(f"pushservice: {exc}", file=sys.stderr)
+            return 1
+        env["REDIS_URL"] = embedded.url
+        redis_note = (f"Redis: embedded redis-server {embedded.version()} at {embedded.url}, "
+                      f"data in {embedded.data_dir} (AOF on)")
+    print(f"pushservice: http://0.0.0.0:{settings.service_port} with {settings.workers} "
+          f"gevent worker(s); {redis_note}", flush=True)
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=PROJECT_ROOT, env=env,
+        start_new_session=True,  # terminal signals come to us; we decide what to forward
+    )
+    interrupts = 0
+
+    def forward(signum, _frame):
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            # First Ctrl-C: graceful stop (streams get their final frame); second: fast.
+            interrupts += 1
+            signum = signal.SIGTERM if interrupts == 1 else signal.SIGINT
+        gunicorn.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, forward)
+    try:
+        return gunicorn.wait()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print("pushservice: embedded Redis stopped", flush=True)
+

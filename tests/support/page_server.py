@@ -1,0 +1,73 @@
+"""A tiny HTTP server on 127.0.0.1 that serves fixed pages to a browser under test."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class PageServer:
+    """Serves ``pages`` (path -> HTML text) as ``text/html; charset=utf-8``; 404 otherwise.
+
+    Runs in a daemon thread of the test process on a free port; ``origin`` is what a
+    browser sends as the page's Origin. Every request path is recorded in ``requests``.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, pages: Mapping[str, str] | None = None) -> None:
+        self.pages: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        for path, html in (pages or {}).items():
+            self.add(path, html)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+                server.requests.append(self.path)
+                body = server.pages.get(self.path.split("?", 1)[0])
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # requests are recorded above; keep the test output clean
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of ``path``."""
+        return self.origin + path
+
+    def add(self, path: str, html: str) -> None:
+        """Serve ``html`` at ``path`` from now on."""
+        self.pages[path] = html.encode("utf-8")
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> PageServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
