@@ -86,9 +86,11 @@ def _body_item(n: int, target: str, targets: int) -> bytes:
         key, value = "user_id", value.format(k=n % targets)
     else:
         key = "channel"
-    return (
-        b'{"type":"info","service":"bench","target":{"%s":"%s"},"data":{"n":%d,"t":%.6f}}'
-        % (key.encode(), value.encode(), n, time.time())
+    return b'{"type":"info","service":"bench","target":{"%s":"%s"},"data":{"n":%d,"t":%.6f}}' % (
+        key.encode(),
+        value.encode(),
+        n,
+        time.time(),
     )
 
 
@@ -142,7 +144,7 @@ class Publisher:
             status, reply, close = await asyncio.wait_for(
                 conn.request(self._head(path, len(body)), body), args.request_timeout_s
             )
-        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionError, OSError) as exc:
             self.errors[f"{type(exc).__name__}"] += len(ns)
             conn.transport.close()
             return await self._connect()
@@ -252,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration-s", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument(
-        "--max-connections", type=int, default=64,
+        "--max-connections",
+        type=int,
+        default=64,
         help="rate mode opens more connections, up to this, rather than slip the schedule",
     )
     p.add_argument("--batch", type=int, default=0, help="messages per batch request; 0 = single")

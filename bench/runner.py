@@ -40,7 +40,7 @@ class Child:
     def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
         self.name = name
         self.argv = argv
-        self._log = open(log_dir / f"{name}.log", "wb")
+        self._log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
         )
@@ -136,26 +136,66 @@ def _percentiles(values: list[float]) -> dict:
         return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
 
     return {
-        "p50": at(0.50), "p90": at(0.90), "p99": at(0.99),
-        "max": round(values[-1] * 1000, 2), "samples": len(values),
+        "p50": at(0.50),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "max": round(values[-1] * 1000, 2),
+        "samples": len(values),
     }
 
 
 def _subscriber_argv(scn: Scenario, port: int, first: int, count: int) -> list[str]:
-    return taskset(scn.generator_cores, [
-        PYTHON, "-m", "bench.subscribers", "--host", HOST, "--port", str(port),
-        "--path", scn.path, "--topic", scn.topic, "--first", str(first), "--count", str(count),
-        "--sample-every", str(scn.sample_every),
-    ])
+    return taskset(
+        scn.generator_cores,
+        [
+            PYTHON,
+            "-m",
+            "bench.subscribers",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--path",
+            scn.path,
+            "--topic",
+            scn.topic,
+            "--first",
+            str(first),
+            "--count",
+            str(count),
+            "--sample-every",
+            str(scn.sample_every),
+        ],
+    )
 
 
 def _publisher_argv(scn: Scenario, port: int) -> list[str]:
-    return taskset(scn.generator_cores, [
-        PYTHON, "-m", "bench.publisher", "--host", HOST, "--port", str(port),
-        "--mode", scn.mode, "--rate", str(scn.rate), "--duration-s", str(scn.duration_s),
-        "--connections", str(scn.publishers), "--batch", str(scn.batch),
-        "--target", scn.target, "--targets", str(scn.targets),
-    ])
+    return taskset(
+        scn.generator_cores,
+        [
+            PYTHON,
+            "-m",
+            "bench.publisher",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--mode",
+            scn.mode,
+            "--rate",
+            str(scn.rate),
+            "--duration-s",
+            str(scn.duration_s),
+            "--connections",
+            str(scn.publishers),
+            "--batch",
+            str(scn.batch),
+            "--target",
+            scn.target,
+            "--targets",
+            str(scn.targets),
+        ],
+    )
 
 
 def _split(total: int, parts: int) -> list[tuple[int, int]]:
@@ -196,8 +236,11 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     result: dict = {
-        "scenario": scn.name, "server": kind, "workers": scn.workers,
-        "pinning": scn.pinning, "description": scn.description,
+        "scenario": scn.name,
+        "server": kind,
+        "workers": scn.workers,
+        "pinning": scn.pinning,
+        "description": scn.description,
     }
     if scn.generator_cores:
         os.sched_setaffinity(0, {int(c) for c in scn.generator_cores.split(",")})
@@ -216,8 +259,9 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
         server, port = start_server(spec, redis_port, log_dir)
         result["server_command"] = " ".join(server.argv)
         for k, (first, count) in enumerate(_split(scn.subscribers, scn.processes)):
-            subs.append(Child(f"subscribers-{k}", _subscriber_argv(scn, port, first, count),
-                              log_dir))
+            subs.append(
+                Child(f"subscribers-{k}", _subscriber_argv(scn, port, first, count), log_dir)
+            )
         est = [child.read(timeout_s=180) for child in subs]
         conns = {
             "requested": scn.subscribers,
@@ -229,8 +273,10 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
         for e in est:
             for why, n in e["failures"].items():
                 conns["failures"][why] = conns["failures"].get(why, 0) + n
-        groups = [procstat.ProcessGroup("server", [server.pid]),
-                  procstat.ProcessGroup("generator", [c.popen.pid for c in subs])]
+        groups = [
+            procstat.ProcessGroup("server", [server.pid]),
+            procstat.ProcessGroup("generator", [c.popen.pid for c in subs]),
+        ]
         if redis:
             groups.append(procstat.ProcessGroup("redis", [redis.pid]))
         for g in groups:
@@ -249,13 +295,17 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
             result["published"] = report
         drain_deadline = max(15.0, scn.duration_s)
         for child in subs:
-            child.send({"cmd": "drain", "expect": expect, "deadline_s": drain_deadline,
-                        "quiet_s": 3.0})
+            child.send(
+                {"cmd": "drain", "expect": expect, "deadline_s": drain_deadline, "quiet_s": 3.0}
+            )
         res = [child.read(timeout_s=drain_deadline + 60) for child in subs]
         window_end = time.time()
         sampler.finish()
-        result.update(_summarise(scn, conns, res, result.get("published"), groups, sampler,
-                                 window_start, window_end))
+        result.update(
+            _summarise(
+                scn, conns, res, result.get("published"), groups, sampler, window_start, window_end
+            )
+        )
         result["limited_by"] = _limited_by(result, scn)
     except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         result["error"] = str(exc)[:2000]
@@ -291,11 +341,14 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
         for why, n in r["close_reasons"].items():
             reasons[why] = reasons.get(why, 0) + n
     conns["close_reasons"] = reasons
-    frames = {key: sum(r[key] for r in res) for key in (
-        "expected", "delivered", "lost", "duplicated", "unexpected", "unparsed")}
+    frames = {
+        key: sum(r[key] for r in res)
+        for key in ("expected", "delivered", "lost", "duplicated", "unexpected", "unparsed")
+    }
     frames["delivered_per_s"] = (
         round(frames["delivered"] / max(last_frame - first_pub, 1e-3), 1)
-        if frames["delivered"] else 0.0
+        if frames["delivered"]
+        else 0.0
     )
     latencies = [x for r in res for x in r["latencies"]]
 
@@ -317,8 +370,10 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
         "connections": conns,
         "frames": frames,
         "latency_ms": _percentiles(latencies),
-        "heartbeats": {"total": sum(r["comments"] for r in res),
-                       "min_per_connection": min((r["comments_min"] for r in res), default=0)},
+        "heartbeats": {
+            "total": sum(r["comments"] for r in res),
+            "min_per_connection": min((r["comments_min"] for r in res), default=0),
+        },
         "active_seconds": round(active, 2),
         "server": cpu("server"),
         "generator": gen,
@@ -326,3 +381,90 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
     if "redis" in by:
         out["redis"] = cpu("redis")
     return out
+
+
+def run_ceiling(
+    frames_per_write: int, log_dir: Path, connections: int = 1000, duration_s: float = 5.0
+) -> dict:
+    """Measure how many frames/s the subscriber process counts per core it uses.
+
+    The blaster (bench.ceiling) runs on cpu 0, the subscribers on cpu 1, as in the
+    pinned scenarios.
+    """
+    from bench.servers import free_port
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.sched_setaffinity(0, {1})
+    port = free_port()
+    name = f"ceiling-x{frames_per_write}"
+    result: dict = {
+        "scenario": name,
+        "server": "blaster",
+        "connections": connections,
+        "frames_per_write": frames_per_write,
+    }
+    blaster = Child(
+        name + "-blaster",
+        taskset(
+            "0",
+            [
+                PYTHON,
+                "-m",
+                "bench.ceiling",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--connections",
+                str(connections),
+                "--duration-s",
+                str(duration_s),
+                "--frames-per-write",
+                str(frames_per_write),
+            ],
+        ),
+        log_dir,
+    )
+    subs: Child | None = None
+    try:
+        blaster.read(timeout_s=30)
+        scn = Scenario(
+            name=name, description="", subscribers=connections, rate=1e9, duration_s=duration_s
+        )
+        subs = Child(name + "-subscribers", _subscriber_argv(scn, port, 0, connections), log_dir)
+        est = subs.read(timeout_s=60)
+        gen = procstat.ProcessGroup("generator", [subs.popen.pid])
+        gen.mark()
+        sent = blaster.read(timeout_s=duration_s + 120)
+        subs.send(
+            {
+                "cmd": "drain",
+                "expect": {"c1": list(range(sent["frames"]))},
+                "deadline_s": 30,
+                "quiet_s": 2,
+            }
+        )
+        res = subs.read(timeout_s=90)
+        gen.sample()
+        cpu = sum(gen.cpu_window().values())
+        span = max(res["last_frame_at"] - sent["t_first"], 1e-3)
+        fps = res["delivered"] / span
+        busy = cpu / span
+        result.update(
+            {
+                "established": est["established"],
+                "delivered": res["delivered"],
+                "expected": res["expected"],
+                "lost": res["lost"],
+                "delivered_per_s": round(fps, 1),
+                "generator_cpu_busy": round(busy, 3),
+                "ceiling_frames_per_s": round(fps / max(busy, 1e-3), 1),
+            }
+        )
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        result["error"] = str(exc)[:2000]
+    finally:
+        if subs is not None:
+            subs.stop()
+        blaster.stop(timeout_s=2)
+    return result

@@ -65,7 +65,11 @@ class Process:
         env = {**os.environ, **self.env}
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                self.argv,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
 
@@ -122,9 +126,23 @@ def start_redis(cores: str | None, log_dir: Path) -> tuple[Process, int]:
     """A fresh redis-server with persistence off, on a free loopback port."""
     port = free_port()
     argv = [
-        redis_executable(), "--bind", HOST, "--port", str(port), "--save", "",
-        "--appendonly", "no", "--maxclients", "19000", "--protected-mode", "no",
-        "--daemonize", "no", "--dir", str(log_dir),
+        redis_executable(),
+        "--bind",
+        HOST,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxclients",
+        "19000",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(log_dir),
     ]
     proc = Process("redis", taskset(cores, argv))
     proc.start(log_dir)
@@ -163,21 +181,39 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
             "MAX_CONNECTIONS": "20000",
         }
         argv = [
-            str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"{HOST}:{port}", "wsgi:app",
+            str(BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "-b",
+            f"{HOST}:{port}",
+            "wsgi:app",
         ]
     elif spec.kind == "flask-sse":
         env = {"REDIS_URL": redis_url}
         argv = [
-            str(BIN / "gunicorn"), "-c", "bench/baselines/flasksse_gunicorn.py",
-            "-w", str(spec.workers), "-b", f"{HOST}:{port}", "bench.baselines.flasksse_app:app",
+            str(BIN / "gunicorn"),
+            "-c",
+            "bench/baselines/flasksse_gunicorn.py",
+            "-w",
+            str(spec.workers),
+            "-b",
+            f"{HOST}:{port}",
+            "bench.baselines.flasksse_app:app",
         ]
     elif spec.kind == "raw-gevent":
         if spec.workers != 1:
             raise ValueError("raw-gevent runs as one process")
         env = {}
         argv = [
-            PYTHON, "-m", "bench.baselines.raw_gevent", "--host", HOST, "--port", str(port),
-            "--heartbeat-s", str(spec.heartbeat_s),
+            PYTHON,
+            "-m",
+            "bench.baselines.raw_gevent",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--heartbeat-s",
+            str(spec.heartbeat_s),
         ]
     else:
         raise ValueError(f"unknown server {spec.kind!r}; expected one of {SERVERS}")

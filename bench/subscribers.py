@@ -67,14 +67,14 @@ class Fleet:
                     ),
                     args.connect_timeout_s,
                 )
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.failures[f"connect: {type(exc).__name__}"] += 1
                 return
             self.subs.append(sub)
             self.topics.append(args.topic.format(i=i))
             try:
                 await asyncio.wait_for(asyncio.shield(sub.established), args.connect_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.failures["no connected frame in time"] += 1
             except ConnectionError as exc:
                 self.failures[str(exc)[:80]] += 1

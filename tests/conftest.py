@@ -150,7 +150,7 @@ class ServiceFactory:
         workers: int = 2,
         timeout: float = 30.0,
         extra_args: tuple[str, ...] = (),
-        **env: str | int | float | None,
+        **env: str | float | None,
     ) -> ServiceProcess:
         """Start an instance and return it once every worker answers ``/health``."""
         url = redis_url or self.redis_server.url(self.redis_server.fresh_db())

@@ -17,6 +17,7 @@ Run: ``REDIS_URL=redis://127.0.0.1:6379/0 gunicorn -k gevent bench.baselines.fla
 
 from __future__ import annotations
 
+import json
 import os
 
 import flask_sse
@@ -31,9 +32,8 @@ class ConnectedSSE(flask_sse.ServerSentEventsBlueprint):
         pubsub = self.redis.pubsub()
         pubsub.subscribe(channel)
         try:
-            yield 'retry: 3000\n\nevent: connected\ndata: {"connection_id": "%s"}\n\n' % id(
-                pubsub
-            )
+            connected = json.dumps({"connection_id": str(id(pubsub))})
+            yield f"retry: 3000\n\nevent: connected\ndata: {connected}\n\n"
             for item in pubsub.listen():
                 if item["type"] == "message":
                     yield str(flask_sse.Message(**flask_sse.json.loads(item["data"])))

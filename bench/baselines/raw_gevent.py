@@ -33,7 +33,7 @@ HEARTBEAT = b": heartbeat\n\n"
 class Connection:
     """One subscriber: its socket, its topics and its bounded queue of frames."""
 
-    __slots__ = ("sock", "topics", "queue", "alive", "id")
+    __slots__ = ("alive", "id", "queue", "sock", "topics")
 
     def __init__(self, sock, topics: list[str], queue_size: int, conn_id: str) -> None:
         self.sock = sock
@@ -138,9 +138,9 @@ def _topics_of(path: str, query: str) -> list[str] | None:
         topics += [unquote(p[8:]) for p in query.split("&") if p.startswith("channel=")]
         return topics
     if path.startswith("/sse/user/"):
-        return [f"user:{unquote(path[len('/sse/user/'):])}"]
+        return [f"user:{unquote(path[len('/sse/user/') :])}"]
     if path.startswith("/sse/service/"):
-        return [f"service:{unquote(path[len('/sse/service/'):])}"]
+        return [f"service:{unquote(path[len('/sse/service/') :])}"]
     return None
 
 
@@ -207,8 +207,7 @@ class Server:
         conn_id = f"c{next(self._conn_ids)}"
         conn = Connection(sock, topics, self.hub.queue_size, conn_id)
         sock.sendall(
-            SSE_HEAD
-            + b'event: connected\ndata: {"connection_id":"%s"}\n\n' % conn_id.encode()
+            SSE_HEAD + b'event: connected\ndata: {"connection_id":"%s"}\n\n' % conn_id.encode()
         )
         self.hub.add(conn)
         try:
@@ -228,9 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     hub = Hub(args.queue_size)
     gevent.spawn(hub.heartbeat_forever, args.heartbeat_s)
-    server = gevent.server.StreamServer(
-        (args.host, args.port), Server(hub).handle, backlog=4096
-    )
+    server = gevent.server.StreamServer((args.host, args.port), Server(hub).handle, backlog=4096)
     server.serve_forever()
 
 

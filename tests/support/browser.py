@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from .processes import descendant_pids, kill_pids
+from .processes import descendant_pids, kill_pids, wait_gone
 from .waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +90,7 @@ class Browser:
         self.driver_log = self.profile / "chromedriver.log"
         self._driver: Any = None
         self._service: Any = None
+        self.quit_error: Exception | None = None
 
     def start(self) -> Browser:
         """Launch Chromium; returns once it can load pages."""
@@ -148,7 +149,7 @@ class Browser:
         """Console messages and page errors logged since the last call."""
         try:
             return [entry["message"] for entry in self.driver.get_log("browser")]
-        except Exception as exc:  # the driver may be gone; this only serves diagnostics
+        except Exception as exc:  # noqa: BLE001 - diagnostics only; the driver may be gone
             return [f"(console unavailable: {exc})"]
 
     def quit(self) -> None:
@@ -158,11 +159,12 @@ class Browser:
         try:
             if self._driver is not None:
                 self._driver.quit()
-        except Exception:  # a stuck or dead driver: its processes are killed below
-            pass
+        except Exception as exc:  # noqa: BLE001 - a stuck or dead driver is killed below
+            self.quit_error = exc
         finally:
             self._driver = None
             kill_pids(pids)
+            wait_gone(pids, 5)
             if process is not None and process.poll() is None:
                 process.kill()
             if process is not None:
@@ -172,7 +174,7 @@ class Browser:
                     pass
             shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> Browser:
+    def __enter__(self) -> Self:
         return self if self._driver is not None else self.start()
 
     def __exit__(self, *exc_info: object) -> None:

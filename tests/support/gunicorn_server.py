@@ -17,12 +17,12 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 
 from .ports import free_port
-from .processes import child_pids, is_alive, kill_pids, register, unregister
+from .processes import child_pids, is_alive, kill_pids, register, unregister, wait_gone
 from .sse_client import SSEClient
 from .waiting import Deadline
 
@@ -153,7 +153,8 @@ class ServiceProcess:
             workers = self.worker_pids()
             try:
                 response = self._session.get(
-                    self.url("/health"), timeout=min(2.0, deadline.remaining() + 0.1),
+                    self.url("/health"),
+                    timeout=min(2.0, deadline.remaining() + 0.1),
                     headers={"Connection": "close"},
                 )
             except requests.RequestException:
@@ -191,6 +192,7 @@ class ServiceProcess:
                 code = None
         # Workers whose master died before them would otherwise outlive the test.
         kill_pids(workers)
+        wait_gone(workers, 5)
         unregister(self)
         return code
 
@@ -202,7 +204,7 @@ class ServiceProcess:
         workers = self.worker_pids()
         kill_pids([proc.pid, *workers])
         proc.wait(10)
-        kill_pids(workers)
+        wait_gone(workers, 5)
 
     def close(self) -> None:
         """Stop the service and delete its logs."""
@@ -210,7 +212,7 @@ class ServiceProcess:
         self._session.close()
         shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def __enter__(self) -> ServiceProcess:
+    def __enter__(self) -> Self:
         return self if self.running else self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -319,7 +321,8 @@ def _reported_pids(response: requests.Response) -> set[int]:
     for key in ("worker_pids", "workers"):
         value = body.get(key)
         if isinstance(value, list):
-            found.update(v if isinstance(v, int) else v.get("pid") for v in value
-                         if isinstance(v, int) or isinstance(v, dict))
-    found.discard(None)  # type: ignore[arg-type]
+            for item in value:
+                pid = item.get("pid") if isinstance(item, dict) else item
+                if isinstance(pid, int):
+                    found.add(pid)
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 
 class PageServer:
@@ -23,8 +24,12 @@ class PageServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            def do_GET(self) -> None:
                 server.requests.append(self.path)
+                if self.path == "/favicon.ico":
+                    self.send_response(204)  # no console error for the icon browsers ask for
+                    self.end_headers()
+                    return
                 body = server.pages.get(self.path.split("?", 1)[0])
                 if body is None:
                     self.send_error(404)
@@ -36,7 +41,7 @@ class PageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # requests are recorded above; keep the test output clean
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -66,7 +71,7 @@ class PageServer:
         self._httpd.server_close()
         self._thread.join(5)
 
-    def __enter__(self) -> PageServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -75,9 +76,17 @@ def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
                 pass
 
 
-def stop_process(
-    proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM
-) -> int | None:
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for the processes to exit; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = [pid for pid in pids if is_alive(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [pid for pid in alive if is_alive(pid)]
+    return alive
+
+
+def stop_process(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> int | None:
     """Stop a process we started: ``sig``, then SIGKILL if it has not exited after ``timeout``.
 
     Returns the exit code the process had before SIGKILL was needed, or None when it had to

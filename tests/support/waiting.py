@@ -51,12 +51,14 @@ def wait_until(
     while True:
         try:
             value = probe()
-        except Exception as exc:  # any failure of the probe means "not yet"
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means "not yet"
             last_error = exc
         else:
             if value:
                 return value
         if deadline.expired():
             text = message() if callable(message) else message
-            raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {text}") from last_error
+            raise WaitTimeoutError(
+                f"timed out after {timeout:g}s waiting for {text}"
+            ) from last_error
         time.sleep(min(interval, deadline.remaining()))

@@ -168,9 +168,13 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
 def test_client_reads_a_chunked_stream_split_inside_utf8_characters():
     body = SERVICE_STREAM.encode()
     cut = body.index("向".encode()) + 1  # in the middle of a three-byte character
-    server = CannedServer([HEAD + b"Transfer-Encoding: chunked\r\n\r\n"] + chunked(body[:cut], body[cut:]))
+    server = CannedServer(
+        [HEAD + b"Transfer-Encoding: chunked\r\n\r\n"] + chunked(body[:cut], body[cut:])
+    )
     try:
-        with SSEClient(f"http://127.0.0.1:{server.port}/sse/user/123", last_event_id="0-0") as client:
+        with SSEClient(
+            f"http://127.0.0.1:{server.port}/sse/user/123", last_event_id="0-0"
+        ) as client:
             frames = client.collect(5, timeout=5)
             with pytest.raises(StreamClosedError):
                 client.next_frame(timeout=5)
@@ -215,8 +219,10 @@ def test_client_times_out_with_what_it_has_so_far():
 def test_client_reads_an_error_body_with_content_length():
     body = b'{"error": {"code": "not_found"}}'
     server = CannedServer(
-        [b"HTTP/1.1 404 NOT FOUND\r\nContent-Type: application/json\r\n"
-         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)],
+        [
+            b"HTTP/1.1 404 NOT FOUND\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        ],
         close=False,
     )
     try:

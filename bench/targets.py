@@ -1,0 +1,192 @@
+"""The targets pushservice must meet, checked against one invocation's results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Results = dict[tuple[str, str], dict]
+
+
+@dataclass
+class Check:
+    """One figure compared with its target: PASS, MISS, or n/a when a run is missing."""
+
+    target: str
+    figure: str
+    status: str
+
+    def line(self) -> str:
+        return f"{self.status:4}  {self.target}: {self.figure}"
+
+
+def _get(results: Results, scenario: str, server: str, *path: str):
+    run = results.get((scenario, server))
+    if run is None or "error" in run:
+        return None
+    value = run
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return value
+
+
+def _ratio(target: str, a, b, minimum: float, unit: str = "") -> Check:
+    if a is None or b is None:
+        return Check(target, "not measured", "n/a")
+    ratio = a / b if b else float("inf")
+    figure = f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x (need >= {minimum}x)"
+    return Check(target, figure, "PASS" if ratio >= minimum else "MISS")
+
+
+def _no_more_than(target: str, a, b, maximum: float, unit: str = "") -> Check:
+    if a is None or b is None:
+        return Check(target, "not measured", "n/a")
+    ratio = a / b if b else float("inf")
+    figure = f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x (need <= {maximum}x)"
+    return Check(target, figure, "PASS" if ratio <= maximum else "MISS")
+
+
+def _at_most(target: str, value, limit: float, unit: str) -> Check:
+    if value is None:
+        return Check(target, "not measured", "n/a")
+    figure = f"{value:,.1f}{unit} (need < {limit:,}{unit})"
+    return Check(target, figure, "PASS" if value < limit else "MISS")
+
+
+def _at_least(target: str, value, limit: float, unit: str) -> Check:
+    if value is None:
+        return Check(target, "not measured", "n/a")
+    figure = f"{value:,.1f}{unit} (need >= {limit:,}{unit})"
+    return Check(target, figure, "PASS" if value >= limit else "MISS")
+
+
+def _exact(target: str, figure: str | None, ok: bool) -> Check:
+    if figure is None:
+        return Check(target, "not measured", "n/a")
+    return Check(target, figure, "PASS" if ok else "MISS")
+
+
+def _fanout_5000(r: Results) -> list[Check]:
+    s, p = "fanout-5000x100", "pushservice"
+    fps = _get(r, s, p, "frames", "delivered_per_s")
+    lost = _get(r, s, p, "frames", "lost")
+    dup = _get(r, s, p, "frames", "duplicated")
+    figure = None if lost is None else f"lost {lost:,}, duplicated {dup:,}"
+    return [
+        _ratio(
+            f"{s} delivered frames/s vs raw-gevent",
+            fps,
+            _get(r, s, "raw-gevent", "frames", "delivered_per_s"),
+            0.5,
+            " f/s",
+        ),
+        _ratio(
+            f"{s} delivered frames/s vs flask-sse",
+            fps,
+            _get(r, s, "flask-sse", "frames", "delivered_per_s"),
+            20,
+            " f/s",
+        ),
+        _exact(f"{s} 0 lost, 0 duplicated", figure, lost == 0 and dup == 0),
+    ]
+
+
+def _fanout_1000(r: Results) -> list[Check]:
+    s, p = "fanout-1000x20", "pushservice"
+    p99 = _get(r, s, p, "latency_ms", "p99")
+    raw = _get(r, s, "raw-gevent", "latency_ms", "p99")
+    return [
+        _at_most(f"{s} p99 latency", p99, 100, " ms"),
+        _no_more_than(f"{s} p99 vs raw-gevent", p99, raw, 1.5, " ms"),
+    ]
+
+
+def _targeted(r: Results) -> list[Check]:
+    s, p = "targeted-2000x2000", "pushservice"
+    frames = _get(r, s, p, "frames")
+    pub = _get(r, s, p, "published")
+    if frames is None or pub is None:
+        delivered = Check(f"{s} all delivered", "not measured", "n/a")
+    else:
+        ok = (
+            frames["lost"] == 0
+            and frames["duplicated"] == 0
+            and frames["delivered"] == frames["expected"]
+            and pub["accepted"] == pub["attempted"]
+        )
+        delivered = Check(
+            f"{s} all delivered",
+            f"{frames['delivered']:,} of {frames['expected']:,} frames "
+            f"({pub['accepted']:,} of {pub['attempted']:,} messages accepted), "
+            f"lost {frames['lost']:,}, duplicated {frames['duplicated']:,}",
+            "PASS" if ok else "MISS",
+        )
+    return [delivered, _at_most(f"{s} p99 latency", _get(r, s, p, "latency_ms", "p99"), 50, " ms")]
+
+
+def _idle(r: Results) -> list[Check]:
+    s, p = "idle-10000", "pushservice"
+    held = _get(r, s, p, "connections", "held")
+    rss = _get(r, s, p, "server", "peak_rss_mb")
+    return [
+        _exact(
+            f"{s} all held", None if held is None else f"{held:,} of 10,000 held", held == 10000
+        ),
+        _no_more_than(
+            f"{s} service peak RSS vs raw-gevent's",
+            rss,
+            _get(r, s, "raw-gevent", "server", "peak_rss_mb"),
+            2.0,
+            " MB",
+        ),
+        _at_most(f"{s} service peak RSS", rss, 512, " MB"),
+    ]
+
+
+def _ingest(r: Results) -> list[Check]:
+    p = "pushservice"
+    return [
+        _at_least(
+            "ingest-batch accepted msg/s",
+            _get(r, "ingest-batch", p, "published", "accepted_per_s"),
+            50_000,
+            " msg/s",
+        ),
+        _ratio(
+            "ingest-single accepted msg/s vs flask-sse",
+            _get(r, "ingest-single", p, "published", "accepted_per_s"),
+            _get(r, "ingest-single", "flask-sse", "published", "accepted_per_s"),
+            10,
+            " msg/s",
+        ),
+    ]
+
+
+def _scaling(r: Results) -> list[Check]:
+    p = "pushservice"
+    return [
+        _ratio(
+            "scaling 2 workers vs 1 worker delivered frames/s",
+            _get(r, "scaling-2w", p, "frames", "delivered_per_s"),
+            _get(r, "scaling-1w", p, "frames", "delivered_per_s"),
+            1.6,
+            " f/s",
+        )
+    ]
+
+
+TARGETS: list[Callable[[Results], list[Check]]] = [
+    _fanout_5000,
+    _fanout_1000,
+    _targeted,
+    _idle,
+    _ingest,
+    _scaling,
+]
+
+
+def evaluate(results: Results) -> list[Check]:
+    """Every target checked against ``results`` (keyed by (scenario, server))."""
+    return [check for target in TARGETS for check in target(results)]

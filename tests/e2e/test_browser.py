@@ -1,0 +1,132 @@
+"""A real browser receives pushed messages through EventSource, written as the README shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [
+    pytest.mark.browser,
+    # Covers installing Chromium on a machine that lacks it (scripts/ensure-test-deps).
+    pytest.mark.timeout(600),
+]
+
+# The two ways the README subscribes, verbatim, plus what the test reads back: each
+# handler also records what it got and shows it on the page.
+PAGE = """<!doctype html>
+<html lang="zh">
+<head><meta charset="utf-8"><title>pushservice in a browser</title></head>
+<body>
+<p>onmessage: <progress id="plain-bar" max="100"></progress> <span id="plain-text"></span></p>
+<p>progress: <progress id="named-bar" max="100"></progress> <span id="named-text"></span></p>
+<script>
+const serviceUrl = __SERVICE_URL__;
+const seen = window.seen = {plain: [], named: [], connected: {}, errors: []};
+
+const es = new EventSource(serviceUrl + '/sse/user/123?named=0');
+es.onmessage = e => {
+  const msg = JSON.parse(e.data);
+  seen.plain.push({lastEventId: e.lastEventId, type: e.type, msg});
+  document.getElementById('plain-bar').value = msg.data.progress;
+  document.getElementById('plain-text').textContent = msg.data.message;
+};
+
+const progressSource = new EventSource(serviceUrl + '/sse/user/123');
+progressSource.addEventListener('progress', e => {
+  const msg = JSON.parse(e.data);
+  seen.named.push({lastEventId: e.lastEventId, type: e.type, msg});
+  document.getElementById('named-bar').value = msg.data.progress;
+  document.getElementById('named-text').textContent = msg.data.message;
+});
+
+// For the test only: know when both streams are subscribed, and see any failure.
+for (const [name, source] of [['plain', es], ['named', progressSource]]) {
+  source.addEventListener('connected', e => { seen.connected[name] = JSON.parse(e.data); });
+  source.addEventListener('error', () => {
+    seen.errors.push({stream: name, readyState: source.readyState});
+  });
+}
+</script>
+</body>
+</html>
+"""
+
+MESSAGES = [
+    {
+        "type": "progress",
+        "service": "knowledge-service",
+        "target": {"user_id": "123"},
+        "data": {"progress": 65, "message": "正在生成向量嵌入..."},
+    },
+    {
+        "type": "progress",
+        "service": "knowledge-service",
+        "target": {"user_id": "123"},
+        "data": {"progress": 100, "message": "处理完成：共 20 个分块 ✅"},
+    },
+]
+
+
+def test_browser_eventsource_receives_progress_in_both_styles(service, page_server, browser):
+    instance = service(CORS_ORIGINS=json.dumps([page_server.origin]))
+    page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
+
+    browser.open(page_server.url("/"))
+    connected = browser.wait_for(
+        "seen.connected.plain && seen.connected.named && seen.connected",
+        15,
+        what="both EventSources to receive their 'connected' event",
+    )
+    assert connected["plain"]["connection_id"] != connected["named"]["connection_id"]
+
+    for message in MESSAGES:
+        response = instance.publish(message)
+        assert response.status_code == 202, response.text
+        assert response.headers["Content-Type"].startswith("application/json")
+
+    seen = browser.wait_for(
+        f"seen.plain.length >= {len(MESSAGES)} && seen.named.length >= {len(MESSAGES)} && seen",
+        15,
+        what=f"{len(MESSAGES)} messages on both EventSources",
+    )
+
+    # onmessage gets every message as a plain 'message' event; the listener gets 'progress'.
+    assert [m["type"] for m in seen["plain"]] == ["message"] * len(MESSAGES)
+    assert [m["type"] for m in seen["named"]] == ["progress"] * len(MESSAGES)
+    for received in (seen["plain"], seen["named"]):
+        assert [m["msg"]["data"] for m in received] == [m["data"] for m in MESSAGES]
+        assert [m["msg"]["type"] for m in received] == ["progress", "progress"]
+        assert [m["msg"]["target"]["user_id"] for m in received] == ["123", "123"]
+        assert all(m["msg"]["service"] == "knowledge-service" for m in received)
+        assert all(m["msg"]["id"] and m["msg"]["timestamp"] for m in received)
+    # Both streams carry the same resumable event ids, and they are set.
+    plain_ids = [m["lastEventId"] for m in seen["plain"]]
+    assert plain_ids == [m["lastEventId"] for m in seen["named"]]
+    assert all(plain_ids) and len(set(plain_ids)) == len(plain_ids)
+    assert seen["errors"] == []
+
+    # What the user sees on the page: the last progress and its Chinese text, intact.
+    assert browser.evaluate("document.getElementById('plain-text').textContent") == (
+        "处理完成：共 20 个分块 ✅"
+    )
+    assert browser.evaluate("document.getElementById('named-text').textContent") == (
+        "处理完成：共 20 个分块 ✅"
+    )
+    assert browser.evaluate("document.getElementById('named-bar').value") == 100
+
+
+def test_browser_on_another_origin_is_refused_without_cors(service, page_server, browser):
+    instance = service(CORS_ORIGINS=json.dumps(["http://127.0.0.1:1"]))
+    page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
+
+    browser.open(page_server.url("/"))
+
+    # The browser refuses the stream (CORS) and reports an error on both EventSources.
+    errors = browser.wait_for(
+        "new Set(seen.errors.map(e => e.stream)).size == 2 && seen.errors",
+        15,
+        what="both EventSources to fail",
+    )
+    assert {e["stream"] for e in errors} == {"plain", "named"}
+    assert browser.evaluate("seen.connected") == {}
