@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlsplit
@@ -15,6 +17,7 @@ from urllib.parse import quote, urlsplit
 from .errors import SettingsError
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Settings:
     # when nothing was configured and nothing answers on localhost:6379.
     redis_configured: bool = False
     service_port: int = 8089
+    # How this instance names itself in connection lists, metrics and registration.
+    instance_name: str = "pushservice"
     workers: int = 2
     max_connections: int = 10000
     heartbeat_interval: float = 30.0
@@ -65,6 +70,7 @@ class Settings:
             "redis_url": _redis_url(reader),
             "redis_configured": bool(env.get("REDIS_URL") or env.get("REDIS_HOST")),
             "service_port": reader.integer("SERVICE_PORT", 8089, minimum=1, maximum=65535),
+            "instance_name": reader.name("INSTANCE_NAME", _default_instance_name(env)),
             "workers": reader.integer("WORKERS", _default_workers(), minimum=1, maximum=256),
             "max_connections": reader.integer("MAX_CONNECTIONS", 10000, minimum=1),
             "heartbeat_interval": reader.number("HEARTBEAT_INTERVAL", 30.0, minimum=0.05),
@@ -123,6 +129,12 @@ class Settings:
     def worker_connections(self) -> int:
         """Greenlets per worker: room for every stream of the instance plus API calls."""
         return self.max_connections + 1000
+
+
+def _default_instance_name(env: Mapping[str, str]) -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])[:40]
+    port = re.sub(r"[^0-9]", "", env.get("SERVICE_PORT", "")) or "8089"
+    return f"{host or 'pushservice'}-{port[:5]}"
 
 
 def _default_workers() -> int:
@@ -207,11 +219,11 @@ class _EnvReader:
 
     def name(self, name: str, default: str) -> str:
         def convert(raw: str) -> str:
-            if not raw.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            if not _PLAIN_NAME.fullmatch(raw):
                 raise ValueError(raw)
             return raw
 
-        return self._parse(name, default, convert, "letters, digits, '-', '_' or '.'")
+        return self._parse(name, default, convert, "1-64 letters, digits, '-', '_' or '.'")
 
     def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         def convert(raw: str) -> tuple[str, ...]:

@@ -26,9 +26,10 @@ def _field(name: str, value: str) -> str:
 
 
 def encode_frame(data: str | bytes, event: str | None = None,
-                 event_id: str | None = None) -> bytes:
-    """One SSE frame. ``data`` may span lines; each becomes its own ``data:`` line."""
-    head = ""
+                 event_id: str | None = None, retry_ms: int | None = None) -> bytes:
+    """One SSE frame. ``data`` may span lines; each becomes its own ``data:`` line.
+    ``retry_ms`` adds a reconnect delay to the same frame."""
+    head = "" if retry_ms is None else f"retry: {int(retry_ms)}\n"
     if event_id is not None:
         head += _field("id", event_id)
     if event is not None:
@@ -41,10 +42,11 @@ def encode_frame(data: str | bytes, event: str | None = None,
 
 
 def encode_json_frame(payload: object, event: str | None = None,
-                      event_id: str | None = None) -> bytes:
+                      event_id: str | None = None, retry_ms: int | None = None) -> bytes:
     """A frame whose data is ``payload`` as one line of JSON (orjson never emits raw
     line breaks: they are escaped inside strings)."""
-    return encode_frame(orjson.dumps(payload), event=event, event_id=event_id)
+    return encode_frame(orjson.dumps(payload), event=event, event_id=event_id,
+                        retry_ms=retry_ms)
 
 
 def encode_message_frame(event_id: str, event: str | None, body: bytes) -> bytes:

@@ -171,7 +171,9 @@ class StreamSession:
 
     def _chunks(self) -> Iterator[bytes]:
         subscription = self.subscription
-        greeting = {"connection_id": subscription.id, "topics": list(subscription.topics),
+        greeting = {"connection_id": subscription.id,
+                    "instance": self.settings.instance_name, "worker": subscription.pid,
+                    "topics": list(subscription.topics),
                     "heartbeat_interval": self.settings.heartbeat_interval}
         head = [encode_retry(self.settings.sse_retry_ms)]
         if self.plan.replay_after is None:
@@ -290,7 +292,7 @@ class StreamSession:
     def _final_frame(self, reason: str, detail: dict[str, Any]) -> bytes:
         retry_ms = int(detail.get("retry_ms", self.settings.sse_retry_ms))
         payload = {"reason": reason, **detail, "retry_ms": retry_ms}
-        return encode_retry(retry_ms) + encode_json_frame(payload, "closing")
+        return encode_json_frame(payload, "closing", retry_ms=retry_ms)
 
     def _time_left(self) -> float | None:
         if self.expires_at is None:
