@@ -14,6 +14,6 @@ USER pushservice
 
 EXPOSE 8089
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8089/health', timeout=2).status == 200 else 1)"
+  CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('SERVICE_PORT', '8089'), timeout=2)"
 
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
