@@ -16,6 +16,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Nothing here opens a connection or starts a greenlet; the reader starts in the worker.
     """
+    from flask_cors import CORS
+
     from .api import register_blueprints
     from .errors import register_error_handlers
     from .service import PushService
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     PushService(settings).init_app(app)
     register_error_handlers(app)
     register_blueprints(app)
+    CORS(app, origins=list(settings.cors_origins), supports_credentials=True)
     return app
 
 

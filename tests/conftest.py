@@ -24,6 +24,13 @@ The service (gunicorn with gevent workers):
   stopped when the module's tests are done.
 - ``live_service`` (per module): one instance with the default test settings.
 
+The browser (tests marked ``browser``):
+- ``browser`` (per test): a fresh headless Chromium driven by chromedriver, always quit.
+- ``page_server`` (per test): a loopback HTTP server for the pages the browser opens; its
+  ``origin`` is what the service must allow in CORS_ORIGINS.
+- When a selected test is marked ``browser`` and Chromium is missing,
+  scripts/ensure-test-deps installs it (apt) once, before the first test runs.
+
 When a test fails, the end of the output of every server still running is attached to
 its report.
 
@@ -39,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Browser, ensure_chromium
+from tests.support.browser import Browser, ensure_chromium, find_chromium
 from tests.support.gunicorn_server import ServiceProcess
 from tests.support.page_server import PageServer
 from tests.support.prerequisites import missing
@@ -48,6 +55,7 @@ from tests.support.redis_server import RedisServer, RedisServerError, find_binar
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+CHROMIUM = pytest.StashKey[tuple[str, str] | str]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,10 +69,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Install Chromium (scripts/ensure-test-deps) before the first test, not inside one, so
+    # that a first run on a clean machine is not cut short by the per-test timeout.
+    if session.config.option.collectonly or find_chromium() is not None:
+        return
+    if not any(item.get_closest_marker("browser") for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("installing chromium and chromium-driver for the browser tests")
+    session.config.stash[CHROMIUM] = ensure_chromium()
+
+
+# A failing test that used one of these shows the output of the servers still running.
+SERVER_FIXTURES = frozenset(
+    {"redis_server", "redis_url", "make_redis_server", "service", "live_service"}
+)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
     report = yield
-    if report.failed:
+    if report.failed and SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
         for server in live_servers():
             report.sections.append((f"output of {server.describe()}", server.log_tail()))
     return report
@@ -183,11 +210,11 @@ def live_service(service: ServiceFactory) -> ServiceProcess:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> tuple[str, str]:
+def chromium(request: pytest.FixtureRequest) -> tuple[str, str]:
     """Paths of Chromium and chromedriver, installed by scripts/ensure-test-deps if needed."""
     if importlib.util.find_spec("selenium") is None:
         missing("selenium (requirements-dev.txt)")
-    found = ensure_chromium()
+    found = request.config.stash.get(CHROMIUM, None) or ensure_chromium()
     if isinstance(found, str):
         missing(found)
     return found

@@ -6,11 +6,7 @@ import json
 
 import pytest
 
-pytestmark = [
-    pytest.mark.browser,
-    # Covers installing Chromium on a machine that lacks it (scripts/ensure-test-deps).
-    pytest.mark.timeout(600),
-]
+pytestmark = pytest.mark.browser
 
 # The two ways the README subscribes, verbatim, plus what the test reads back: each
 # handler also records what it got and shows it on the page.
