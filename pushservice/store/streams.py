@@ -1,4 +1,4 @@
-"""The only module that talks to Redis: key names, publishing, reading and replaying.
+"""The message stream: publishing, reading and replaying.
 
 Messages live in one Redis Stream. Each entry holds the message's topics in a field of
 their own (``t``), so readers route without parsing the message (``m``). Publishing runs
@@ -19,21 +19,15 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
-from .errors import StoreUnavailableError
-from .message import Message
-from .position import Position, parse_stream_id
-from .settings import Settings
-from .sse import encode_message_frame
+from ..message import Message
+from ..position import Position, parse_stream_id
+from ..settings import Settings
+from ..sse import encode_message_frame
+from .client import Keys, RedisConnections, translate_errors
 
 log = logging.getLogger(__name__)
 
-# Replies that mean "this node cannot serve you right now", raised by redis-py as
-# ResponseError rather than ConnectionError.
-_TRANSIENT_REPLIES = ("UNBLOCKED", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN",
-                      "TRYAGAIN", "NOREPLICAS")
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
@@ -46,6 +40,7 @@ if not epoch then
   redis.call('SET', KEYS[2], epoch)
 end
 local out = {epoch}
+local written = 0
 local n = tonumber(ARGV[5])
 local base = 6
 for i = 1, n do
@@ -60,12 +55,14 @@ for i = 1, n do
       't', ARGV[base + 2], 'y', ARGV[base + 3], 'm', ARGV[base + 4],
       'x', ARGV[base + 5], 'e', epoch)
     if key_index > 0 then redis.call('SET', KEYS[key_index], id, 'EX', ARGV[base + 1]) end
+    written = written + 1
     out[#out + 1] = id
     out[#out + 1] = '0'
   end
   base = base + 6
 end
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'published', written)
 redis.call('SET', KEYS[3], table.concat(out, ' '), 'EX', ARGV[4])
 return out
 """
@@ -140,76 +137,36 @@ class StreamInfo:
     max_deleted: tuple[int, int] | None
 
 
-def translate_errors(func):
-    """Turn redis-py's failures into StoreUnavailableError (503) once, here."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(f"Redis is unavailable: {exc}", retry_after=2) from exc
-        except redis.ResponseError as exc:
-            if str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES:
-                raise StoreUnavailableError(f"Redis cannot serve: {exc}", retry_after=2) from exc
-            raise
-
-    return wrapper
-
-
 class Store:
-    """Redis access for one process. Clients are created lazily, after any fork."""
+    """The message stream of one process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connections: RedisConnections | None = None) -> None:
         self.settings = settings
-        prefix = "{" + settings.stream_key_prefix + "}"
-        self.stream_key = f"{prefix}:stream"
-        self.epoch_key = f"{prefix}:epoch"
-        self._message_key_prefix = f"{prefix}:msg:"
-        self._request_key_prefix = f"{prefix}:req:"
-        self.prefix = prefix
-        self._client: redis.Redis | None = None
-        self._publish = None
-        self._ensure_epoch = None
-
-    # -- clients ------------------------------------------------------------------------
+        self.connections = connections or RedisConnections(settings)
+        self.keys = Keys(settings.stream_key_prefix)
+        self.stream_key = self.keys.stream
+        self.epoch_key = self.keys.epoch
+        self._scripts: tuple | None = None
 
     @property
     def client(self) -> redis.Redis:
-        """The shared command client (bounded pool; retries with backoff)."""
-        if self._client is None:
-            self._client = self._make_client(socket_timeout=5.0, retries=2)
-            self._publish = self._client.register_script(_PUBLISH_SCRIPT)
-            self._ensure_epoch = self._client.register_script(_ENSURE_EPOCH_SCRIPT)
-        return self._client
+        """The shared command client."""
+        return self.connections.command
 
     def reader_client(self) -> redis.Redis:
-        """A dedicated client for blocking XREAD: its socket timeout outlasts the BLOCK
-        time, and it does not retry by itself (the reader loop owns retrying)."""
-        block_seconds = self.settings.reader_block_ms / 1000
-        return self._make_client(socket_timeout=block_seconds + 10.0, retries=0,
-                                 max_connections=1)
+        """A dedicated client for the reader's blocking XREAD."""
+        return self.connections.reader()
 
-    def _make_client(self, socket_timeout: float, retries: int,
-                     max_connections: int = 64) -> redis.Redis:
-        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
-                      supported_errors=(redis.ConnectionError, redis.TimeoutError))
-        pool = redis.BlockingConnectionPool.from_url(
-            self.settings.redis_url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=3.0,
-            health_check_interval=30,
-            retry=retry,
-        )
-        return redis.Redis(connection_pool=pool)
+    def _script(self, index: int):
+        if self._scripts is None:
+            client = self.client
+            self._scripts = (client.register_script(_PUBLISH_SCRIPT),
+                             client.register_script(_ENSURE_EPOCH_SCRIPT))
+        return self._scripts[index]
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.connections.close()
+        self._scripts = None
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -218,7 +175,8 @@ class Store:
         """Write ``messages`` in one round trip, all or none."""
         client = self.client
         now = time.time() if now is None else now
-        keys = [self.stream_key, self.epoch_key, self._request_key_prefix + uuid.uuid4().hex]
+        keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
+                self.keys.stats]
         args: list[object] = [
             new_epoch(),
             self.settings.stream_max_length,
@@ -229,11 +187,11 @@ class Store:
         for message in messages:
             key_index = 0
             if message.client_id:
-                keys.append(self._message_key_prefix + message.id)
+                keys.append(self.keys.message_prefix + message.id)
                 key_index = len(keys)
             args += [key_index, message.ttl_seconds, ",".join(message.topics), message.type,
                      message.body, message.expires_at_ms]
-        reply = self._publish(keys=keys, args=args, client=client)
+        reply = self._script(0)(keys=keys, args=args, client=client)
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
         epoch = reply[0].decode()
@@ -266,9 +224,8 @@ class Store:
     @translate_errors
     def current_epoch(self, client: redis.Redis | None = None) -> str:
         """The stream's epoch, created if the stream has none yet."""
-        self.client  # registers the scripts
-        reply = self._ensure_epoch(keys=[self.epoch_key], args=[new_epoch()],
-                                   client=client or self.client)
+        reply = self._script(1)(keys=[self.epoch_key], args=[new_epoch()],
+                                client=client or self.client)
         return reply.decode()
 
     @translate_errors
@@ -306,10 +263,15 @@ class Store:
 
     @translate_errors
     def ping(self) -> float:
-        """Round-trip time to Redis in seconds."""
+        """Round-trip time to Redis in seconds; fails fast (one second, no retry)."""
         started = time.perf_counter()
-        self.client.ping()
+        self.connections.probe.ping()
         return time.perf_counter() - started
+
+    @translate_errors
+    def length(self) -> int:
+        """Entries in the stream (what Redis holds for replay)."""
+        return int(self.client.xlen(self.stream_key))
 
 
 def new_epoch() -> str:

@@ -1,0 +1,125 @@
+"""Redis clients and key names, and the one place where redis-py's errors are translated.
+
+Clients are created lazily, in the process that uses them (after gunicorn's fork).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from ..errors import StoreUnavailableError
+from ..settings import Settings
+
+# Replies that mean "this node cannot serve you right now", raised by redis-py as
+# ResponseError rather than ConnectionError.
+_TRANSIENT_REPLIES = ("UNBLOCKED", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN",
+                      "TRYAGAIN", "NOREPLICAS")
+
+
+def translate_errors(func):
+    """Turn redis-py's failures into StoreUnavailableError (503)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(f"Redis is unavailable: {exc}", retry_after=2) from exc
+        except redis.ResponseError as exc:
+            if str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES:
+                raise StoreUnavailableError(f"Redis cannot serve: {exc}", retry_after=2) from exc
+            raise
+
+    return wrapper
+
+
+class Keys:
+    """Every Redis key name. One hash tag, so multi-key scripts work on a cluster too."""
+
+    def __init__(self, prefix: str) -> None:
+        tag = "{" + prefix + "}"
+        self.stream = f"{tag}:stream"
+        self.epoch = f"{tag}:epoch"
+        self.message_prefix = f"{tag}:msg:"
+        self.request_prefix = f"{tag}:req:"
+        self.connection_prefix = f"{tag}:conn:"
+        self.connections = f"{tag}:conns"
+        self.user_prefix = f"{tag}:user-conns:"
+        self.worker_prefix = f"{tag}:worker:"
+        self.workers = f"{tag}:workers"
+        self.instance_prefix = f"{tag}:instance:"
+        self.instances = f"{tag}:instances"
+        self.leader_prefix = f"{tag}:leader:"
+        self.stats = f"{tag}:stats"
+        self.control = f"{tag}:control"
+        self.rate_prefix = f"{tag}:rate:"
+
+    def connection(self, connection_id: str) -> str:
+        return self.connection_prefix + connection_id
+
+    def user(self, user: str) -> str:
+        return self.user_prefix + user
+
+    def worker(self, worker_id: str) -> str:
+        return self.worker_prefix + worker_id
+
+    def instance(self, name: str) -> str:
+        return self.instance_prefix + name
+
+
+class RedisConnections:
+    """The clients one process needs: commands, the blocking reader, health probes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._command: redis.Redis | None = None
+        self._probe: redis.Redis | None = None
+
+    @property
+    def command(self) -> redis.Redis:
+        """The shared command client (bounded pool; retries with backoff)."""
+        if self._command is None:
+            self._command = self._make(socket_timeout=5.0, retries=2)
+        return self._command
+
+    @property
+    def probe(self) -> redis.Redis:
+        """A fail-fast client for health checks: one second, no retries."""
+        if self._probe is None:
+            self._probe = self._make(socket_timeout=1.0, retries=0, max_connections=4)
+        return self._probe
+
+    def reader(self) -> redis.Redis:
+        """A dedicated client for blocking XREAD: its socket timeout outlasts the BLOCK
+        time, and it does not retry by itself (the reader loop owns retrying)."""
+        block_seconds = self.settings.reader_block_ms / 1000
+        return self._make(socket_timeout=block_seconds + 10.0, retries=0, max_connections=1)
+
+    def subscriber(self) -> redis.Redis:
+        """A client for a Pub/Sub subscription (no read timeout: it waits for messages)."""
+        return self._make(socket_timeout=None, retries=0, max_connections=2)
+
+    def _make(self, socket_timeout: float | None, retries: int,
+              max_connections: int = 64) -> redis.Redis:
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
+                      supported_errors=(redis.ConnectionError, redis.TimeoutError))
+        pool = redis.BlockingConnectionPool.from_url(
+            self.settings.redis_url,
+            max_connections=max_connections,
+            timeout=socket_timeout or 5.0,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=3.0,
+            health_check_interval=30,
+            retry=retry,
+        )
+        return redis.Redis(connection_pool=pool)
+
+    def close(self) -> None:
+        for client in (self._command, self._probe):
+            if client is not None:
+                client.close()
+        self._command = self._probe = None
