@@ -42,7 +42,7 @@ def answers_ping(host: str, port: int, timeout: float = 0.5) -> bool:
             reply = conn.recv(64)
     except OSError:
         return False
-    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
 def free_port() -> int:

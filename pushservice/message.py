@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -148,8 +148,8 @@ class MessageFactory:
             return None
 
         now = time.time() if now is None else now
-        if service is not None:
-            topics = topics if broadcast else topics + (f"service:{service}",)
+        if not broadcast:
+            topics = tuple(dict.fromkeys(topics + (f"service:{service}",)))
         envelope = {
             "id": message_id if client_id else self._ids.next(now),
             "timestamp": timestamp if timestamp is not None else _iso_now(now),
@@ -209,9 +209,9 @@ class MessageFactory:
             topics.append(f"{match.group(1)}:{text}")
         if broadcast:
             return (BROADCAST_TOPIC,)
-        if not topics and not problems.items:
+        if not topics and not any(p["field"].startswith("target") for p in problems.items):
             problems.add("target", "needs at least one routing key: channel, user_id or <name>_id")
-        return tuple(dict.fromkeys(topics))
+        return tuple(topics)
 
     def _metadata(self, metadata: Any, problems: Problems) -> dict[str, Any]:
         if not isinstance(metadata, dict):
@@ -254,7 +254,7 @@ class MessageIds:
 
 
 def _iso_now(now: float) -> str:
-    moment = datetime.fromtimestamp(now, tz=timezone.utc)
+    moment = datetime.fromtimestamp(now, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_EVENT_ID = re.compile(r"([A-Za-z0-9]{1,32})-(\d{1,20})-(\d{1,20})")
-_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_EVENT_ID = re.compile(r"([A-Za-z0-9]{1,32})-([0-9]{1,20})-([0-9]{1,20})")
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_U64 = 2**64 - 1
 
 

@@ -6,13 +6,16 @@ variable and reports all bad ones together, naming each variable and what it exp
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .errors import SettingsError
 
@@ -57,6 +60,18 @@ class Settings:
     log_level: str = "info"
     # Where the launcher keeps an embedded Redis's data, relative to the project.
     embedded_redis_dir: str = "var/redis"
+    # Operations: the connection registry, metrics and registration.
+    max_connections_per_user: int = 20
+    registry_refresh_seconds: float = 10.0
+    registry_ttl_seconds: float = 30.0
+    metrics_allowed_networks: tuple[str, ...] = ()
+    metrics_require_admin: bool = False
+    prometheus_multiproc_dir: str = ""
+    service_name: str = "pushservice"
+    advertise_host: str = ""
+    gateway_url: str = ""
+    gateway_token: str = ""
+    gateway_renew_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +112,19 @@ class Settings:
             "reader_block_ms": reader.integer("READER_BLOCK_MS", 2000, minimum=10),
             "reader_batch_size": reader.integer("READER_BATCH_SIZE", 1000, minimum=1),
             "embedded_redis_dir": env.get("EMBEDDED_REDIS_DIR", "var/redis") or "var/redis",
+            "max_connections_per_user": reader.integer("MAX_CONNECTIONS_PER_USER", 20,
+                                                       minimum=0),
+            "registry_refresh_seconds": reader.number("REGISTRY_REFRESH_SECONDS", 10.0,
+                                                      minimum=0.1),
+            "registry_ttl_seconds": reader.number("REGISTRY_TTL_SECONDS", 30.0, minimum=0.3),
+            "metrics_allowed_networks": reader.networks("METRICS_ALLOWED_NETWORKS"),
+            "metrics_require_admin": reader.boolean("METRICS_REQUIRE_ADMIN", False),
+            "prometheus_multiproc_dir": env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+            "service_name": reader.name("SERVICE_NAME", "pushservice"),
+            "advertise_host": env.get("ADVERTISE_HOST", "").strip(),
+            "gateway_url": reader.url("GATEWAY_URL"),
+            "gateway_token": env.get("GATEWAY_TOKEN", ""),
+            "gateway_renew_seconds": reader.number("GATEWAY_RENEW_SECONDS", 30.0, minimum=1.0),
             "log_level": reader.choice(
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
@@ -105,6 +133,11 @@ class Settings:
             reader.problems.append(
                 "MAX_REQUEST_BYTES must be at least MAX_MESSAGE_BYTES "
                 f"({values['max_message_bytes']})"
+            )
+        if values["registry_ttl_seconds"] < 2 * values["registry_refresh_seconds"]:
+            reader.problems.append(
+                "REGISTRY_TTL_SECONDS must be at least twice REGISTRY_REFRESH_SECONDS "
+                f"({values['registry_refresh_seconds']})"
             )
         if reader.problems:
             raise SettingsError(reader.problems)
@@ -119,11 +152,16 @@ class Settings:
     @property
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, for logs and status pages."""
-        url = self.redis_url
-        if "@" not in url:
-            return url
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+        parts = urlsplit(self.redis_url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        query = "&".join(
+            f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
+            for name, sep, value in (item.partition("=") for item in parts.query.split("&")
+                                     if item)
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     @property
     def worker_connections(self) -> int:
@@ -157,6 +195,8 @@ def _redis_url(reader: _EnvReader) -> str:
     db = reader.integer("REDIS_DB", 2, minimum=0, maximum=1_000_000)
     password = env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
     return f"redis://{auth}{host}:{port}/{db}"
 
 
@@ -184,7 +224,7 @@ class _EnvReader:
 
     def number(self, name: str, default: float, minimum: float | None = None) -> float:
         value = self._parse(name, default, float, "a number")
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             self.problems.append(f"{name}={value!r}: expected a finite number")
             return default
         return self._in_range(name, value, default, minimum, None)
@@ -224,6 +264,24 @@ class _EnvReader:
             return raw
 
         return self._parse(name, default, convert, "1-64 letters, digits, '-', '_' or '.'")
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        def convert(raw: str) -> tuple[str, ...]:
+            items = tuple(item.strip() for item in raw.split(",") if item.strip())
+            for item in items:
+                ipaddress.ip_network(item, strict=False)  # ValueError when malformed
+            return items
+
+        return self._parse(name, (), convert, "comma-separated addresses or CIDR networks")
+
+    def url(self, name: str) -> str:
+        def convert(raw: str) -> str:
+            parts = urlsplit(raw)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(raw)
+            return raw.rstrip("/")
+
+        return self._parse(name, "", convert, "an http:// or https:// URL")
 
     def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         def convert(raw: str) -> tuple[str, ...]:

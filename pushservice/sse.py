@@ -76,4 +76,5 @@ def encode_retry(milliseconds: int) -> bytes:
 def encode_position(event_id: str, comment: str = "heartbeat") -> bytes:
     """A comment that also moves the client's Last-Event-ID forward without firing an
     event (an ``id:`` field with no ``data:``), so a reconnect resumes from here."""
-    return (f": {comment}\n" + _field("id", event_id) + "\n").encode("utf-8")
+    comments = "".join(f": {line}\n" for line in _LINE_BREAK.split(comment))
+    return (comments + _field("id", event_id) + "\n").encode("utf-8")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 from gevent import Timeout
@@ -52,10 +53,12 @@ class ResumePlan:
 
     ``replay_after``: replay entries after this (ms, seq) key; None means live only.
     ``lost``: the payload of the ``history-lost`` event, or None when nothing was lost.
+    ``last_event_id``: what the client sent.
     """
 
     replay_after: tuple[int, int] | None
     lost: dict[str, Any] | None = None
+    last_event_id: str | None = field(default=None, compare=False)
 
 
 def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]) -> ResumePlan:
@@ -68,18 +71,22 @@ def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]
         return ResumePlan(None)
     position = parse_event_id(last_event_id)
     if position is None:
-        return ResumePlan(None, _lost("malformed_last_event_id", last_event_id, "now"))
+        return ResumePlan(None, _lost("malformed_last_event_id", last_event_id, "now"),
+                          last_event_id)
     info = info_source()
     if info.epoch != position.epoch:
         # The stream was recreated (or Redis lost its data): everything it holds now is
         # new to this client, and what came between is gone.
-        return ResumePlan((0, 0), _lost("stream_reset", last_event_id, _oldest(info)))
+        return ResumePlan((0, 0), _lost("stream_reset", last_event_id, _oldest(info)),
+                          last_event_id)
     key = position.key
     if key > (info.last_generated or (0, 0)):
-        return ResumePlan(None, _lost("unknown_position", last_event_id, "now"))
+        return ResumePlan(None, _lost("unknown_position", last_event_id, "now"),
+                          last_event_id)
     if _trimmed_after(key, info):
-        return ResumePlan((0, 0), _lost("history_trimmed", last_event_id, _oldest(info)))
-    return ResumePlan(key)
+        return ResumePlan((0, 0), _lost("history_trimmed", last_event_id, _oldest(info)),
+                          last_event_id)
+    return ResumePlan(key, None, last_event_id)
 
 
 def _trimmed_after(key: tuple[int, int], info: StreamInfo) -> bool:
@@ -134,6 +141,8 @@ class StreamSession:
         self.start = hub.register(subscription)
         self.epoch = self.start.epoch
         self.replayed = 0
+        # The Last-Event-ID the client holds now, as far as this session knows.
+        self._client_id = plan.last_event_id
         self._body: Iterator[bytes] | None = None
         self._closed = False
 
@@ -185,6 +194,7 @@ class StreamSession:
         else:
             head.append(encode_json_frame(greeting, "connected"))
         if self.plan.lost is not None:
+            self.hub.stats.note_history_lost(self.plan.lost["reason"])
             lost = dict(self.plan.lost)
             if lost["resumes_from"] == "now":
                 lost["resumes_from"] = self.start.event_id
@@ -192,13 +202,19 @@ class StreamSession:
         yield b"".join(head)
         try:
             if self.plan.replay_after is not None:
-                yield from self._replay(self.plan.replay_after)
+                complete = yield from self._replay(self.plan.replay_after)
+                if complete:
+                    moved = self._position_after_replay()
+                    if moved is not None:
+                        yield moved
             yield from self._live()
         except StoreUnavailableError as exc:
             log.warning("stream %s ends: %s", subscription.id, exc)
             yield self._final_frame("unavailable", {"retry_ms": self.settings.sse_retry_ms})
 
-    def _replay(self, after: tuple[int, int]) -> Iterator[bytes]:
+    def _replay(self, after: tuple[int, int]) -> Generator[bytes, None, bool]:
+        """Send what the client missed, page by page. Returns False when it stopped at
+        REPLAY_MAX_MESSAGES (the client reconnects to continue), True when complete."""
         subscription = self.subscription
         named = subscription.named
         limit = self.settings.replay_max_messages
@@ -221,24 +237,34 @@ class StreamSession:
             key = last.key
             subscription.last_key = key
             self.epoch = last.epoch
+            self._client_id = last.event_id
             if not sent:
                 # Move the client's Last-Event-ID past the entries it was not sent.
                 frames.append(encode_position(last.event_id, "replay"))
             yield b"".join(frames)
+            replayed = len(frames) - (0 if sent else 1)
+            subscription.frames_sent += replayed
+            self.hub.stats.replayed += replayed
+            self.hub.stats.delivered += replayed
             if self.replayed >= limit:
                 subscription.close(CloseReason.REPLAY_LIMIT,
                                    {"retry_ms": REPLAY_CONTINUE_RETRY_MS, "limit": limit})
-                return
+                return False
             if len(entries) < REPLAY_PAGE:
                 break
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
+        return True
 
     def _live(self) -> Iterator[bytes]:
         subscription = self.subscription
         queue = subscription.queue
         pending = queue.queue  # the deque behind the gevent queue: drained in one go
         named = subscription.named
+        stats = self.hub.stats
         while True:
+            if self.expires_at is not None and time.time() >= self.expires_at:
+                subscription.close(CloseReason.TOKEN_EXPIRED,
+                                   {"retry_ms": self.settings.sse_retry_ms})
             if subscription.closing is not None:
                 yield self._final_frame(subscription.closing, subscription.close_detail)
                 return
@@ -252,6 +278,8 @@ class StreamSession:
             while pending:
                 items.append(queue.get_nowait())
             frames: list[bytes] = []
+            newest: Entry | None = None
+            delivered = 0
             for item in items:
                 if type(item) is Entry:
                     if item.epoch != self.epoch:
@@ -260,15 +288,35 @@ class StreamSession:
                         continue  # already replayed
                     frames.append(item.frame(named))
                     subscription.last_key = (item.ms, item.seq)
-                    subscription.frames_sent += 1
+                    newest = item
+                    delivered += 1
                 elif type(item) is Heartbeat:
                     frames.append(self._heartbeat(item.position))
                 elif item is not WAKE:
                     log.error("unexpected item in stream queue: %r", item)
             if frames:
                 yield b"".join(frames)
+                if newest is not None:
+                    # Written: count it, and how long it took since Redis took it in.
+                    subscription.frames_sent += delivered
+                    stats.delivered += delivered
+                    stats.observe_latency(time.time() - newest.ms / 1000)
 
     # -- individual frames --------------------------------------------------------------
+
+    def _position_after_replay(self) -> bytes | None:
+        """After a replay the client holds everything up to the later of the replay's
+        end and the hub's position at registration (the replay read past it). Make that
+        its Last-Event-ID, unless it already is, so that a reconnect neither repeats a
+        history-lost nor rescans what was just replayed."""
+        subscription = self.subscription
+        if self.start.epoch == self.epoch and self.start.key > subscription.last_key:
+            subscription.last_key = self.start.key
+        current = Position(self.epoch, *subscription.last_key).event_id
+        if current == self._client_id:
+            return None
+        self._client_id = current
+        return encode_position(current, "resume")
 
     def _heartbeat(self, position: Position) -> bytes:
         subscription = self.subscription
@@ -287,6 +335,7 @@ class StreamSession:
                      entry.event_id)
         self.epoch = entry.epoch
         self.subscription.last_key = (0, 0)
+        self.hub.stats.note_history_lost("stream_reset")
         return encode_json_frame(lost, "history-lost")
 
     def _final_frame(self, reason: str, detail: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ import time
 import gevent
 import redis
 
+from pushservice.errors import StoreUnavailableError
 from tests.support.pipeline import message
 
 
@@ -211,7 +212,7 @@ def test_reader_recovers_when_redis_restarts(make_pipeline, make_redis_server):
         while True:
             try:
                 return pipeline.publish(message(2))
-            except Exception:
+            except StoreUnavailableError:
                 if time.monotonic() > deadline:
                     raise
                 gevent.sleep(0.1)
@@ -235,7 +236,7 @@ def test_reader_recovers_when_redis_comes_back_empty(make_pipeline, make_redis_s
         try:
             pipeline.publish(message(2))
             break
-        except Exception:
+        except StoreUnavailableError:
             assert time.monotonic() < deadline, "Redis did not come back"
             gevent.sleep(0.1)
     assert _numbers(reader.wait_messages(2, timeout=20)) == [1, 2]

@@ -59,8 +59,8 @@ class Pipeline:
     """One worker's worth of the service, in this process."""
 
     def __init__(self, redis_url: str, **overrides) -> None:
-        defaults = dict(redis_url=redis_url, reader_block_ms=200, heartbeat_interval=30.0,
-                        write_timeout_seconds=5.0)
+        defaults = {"redis_url": redis_url, "reader_block_ms": 200,
+                    "heartbeat_interval": 30.0, "write_timeout_seconds": 5.0}
         defaults.update(overrides)
         self.settings = Settings().replace(**defaults)
         self.store = Store(self.settings)

@@ -1,0 +1,615 @@
+"""The life of one SSE response, driven by hand: where a resumed stream starts, the greeting,
+replay then live without loss or duplicates at the seam, heartbeats, and the final frame
+that says why the stream ended."""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+
+import gevent
+import pytest
+from gevent.event import Event as GeventEvent
+
+from pushservice import streaming
+from pushservice.errors import StoreUnavailableError
+from pushservice.hub import Hub
+from pushservice.position import Position
+from pushservice.store import Entry, StreamInfo
+from pushservice.streaming import (
+    REPLAY_CONTINUE_RETRY_MS,
+    ClientTooSlowError,
+    ResumePlan,
+    StreamSession,
+    matches,
+    plan_resume,
+)
+from pushservice.subscription import CloseReason, Heartbeat, Subscription
+
+EP = "ep1"
+T0 = 1_700_000_000_000  # ms of the first entry in these tests
+
+
+def key(n: int) -> tuple[int, int]:
+    return (T0 + n, 0)
+
+
+def event_id(n: int, epoch: str = EP) -> str:
+    return Position(epoch, *key(n)).event_id
+
+
+def entry(n: int, *topics: str, epoch: str = EP, expires_at_ms: int = 0) -> Entry:
+    topics = topics or ("user:u1", "service:svc")
+    return Entry(T0 + n, 0, epoch, topics, "progress", b'{"n":%d}' % n, expires_at_ms)
+
+
+# -- plan_resume ------------------------------------------------------------------------
+
+
+def info(first=None, last=None, max_deleted=None, epoch=EP, length=None) -> StreamInfo:
+    first_key = None if first is None else key(first)
+    last_key = None if last is None else key(last)
+    deleted = None if max_deleted is None else key(max_deleted)
+    if length is None:
+        length = 0 if first is None else last - first + 1
+    return StreamInfo(epoch, length, first_key, last_key, deleted)
+
+
+def never_called() -> StreamInfo:
+    raise AssertionError("stream info was not needed")
+
+
+def test_fresh_connection_is_live_only():
+    assert plan_resume(None, never_called) == ResumePlan(None)
+
+
+@pytest.mark.parametrize("last_event_id", ["", "garbage", "12345", "ep1-5", "ep1-5-0\nx",
+                                           "ep1-a-0"])
+def test_malformed_last_event_id_is_told_and_goes_live(last_event_id):
+    plan = plan_resume(last_event_id, never_called)
+
+    assert plan.replay_after is None
+    assert plan.lost == {"reason": "malformed_last_event_id", "last_event_id": last_event_id,
+                         "resumes_from": "now"}
+
+
+def test_id_of_another_epoch_replays_the_new_stream_from_its_start():
+    plan = plan_resume(event_id(5, "old"), lambda: info(first=10, last=20))
+
+    assert plan.replay_after == (0, 0)
+    assert plan.lost == {"reason": "stream_reset", "last_event_id": event_id(5, "old"),
+                         "resumes_from": event_id(10)}
+
+
+def test_id_of_another_epoch_with_a_lost_stream_resumes_now():
+    plan = plan_resume(event_id(5, "old"), lambda: info(epoch=None))
+
+    assert plan.replay_after == (0, 0)
+    assert plan.lost["reason"] == "stream_reset"
+    assert plan.lost["resumes_from"] == "now"
+
+
+def test_id_from_the_future_goes_live_and_says_so():
+    plan = plan_resume(event_id(99), lambda: info(first=10, last=20))
+
+    assert plan.replay_after is None
+    assert plan.lost["reason"] == "unknown_position"
+    assert plan.lost["resumes_from"] == "now"
+
+
+def test_id_of_the_current_epoch_on_a_missing_stream_is_unknown():
+    plan = plan_resume(event_id(5), lambda: info())
+
+    assert plan.replay_after is None
+    assert plan.lost["reason"] == "unknown_position"
+
+
+@pytest.mark.parametrize("resume_at", [10, 15, 20])
+def test_kept_position_replays_after_it(resume_at):
+    assert plan_resume(event_id(resume_at), lambda: info(first=10, last=20)) == (
+        ResumePlan(key(resume_at)))
+
+
+def test_trimmed_history_on_redis_6_2_is_told_and_replays_what_is_kept():
+    # Redis 6.2 does not report max-deleted-entry-id.
+    plan = plan_resume(event_id(5), lambda: info(first=10, last=20))
+
+    assert plan.replay_after == (0, 0)
+    assert plan.lost == {"reason": "history_trimmed", "last_event_id": event_id(5),
+                         "resumes_from": event_id(10)}
+
+
+def test_trimmed_history_on_redis_7_is_told_and_replays_what_is_kept():
+    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, max_deleted=8))
+
+    assert plan.replay_after == (0, 0)
+    assert plan.lost["reason"] == "history_trimmed"
+    assert plan.lost["resumes_from"] == event_id(10)
+
+
+@pytest.mark.parametrize("max_deleted", [5, 3])
+def test_redis_7_knows_when_only_older_entries_were_trimmed(max_deleted):
+    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, max_deleted=max_deleted))
+
+    assert plan == ResumePlan(key(5))
+
+
+def test_everything_trimmed_on_redis_6_2():
+    assert plan_resume(event_id(20), lambda: info(last=20)) == ResumePlan(key(20))
+    plan = plan_resume(event_id(15), lambda: info(last=20))
+    assert plan.lost["reason"] == "history_trimmed"
+    assert plan.lost["resumes_from"] == "now"
+
+
+def test_everything_trimmed_on_redis_7():
+    plan = plan_resume(event_id(15), lambda: info(last=20, max_deleted=20))
+
+    assert plan.replay_after == (0, 0)
+    assert plan.lost["reason"] == "history_trimmed"
+
+
+def test_store_unavailable_while_planning_propagates():
+    def down() -> StreamInfo:
+        raise StoreUnavailableError("Redis is unavailable")
+
+    with pytest.raises(StoreUnavailableError):
+        plan_resume(event_id(5), down)
+
+
+def test_matches():
+    assert matches(("user:u1", "service:svc"), frozenset({"service:svc"}))
+    assert matches(("*",), frozenset({"news"}))
+    assert not matches(("user:u2",), frozenset({"user:u1"}))
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+class FakeStore:
+    """The part of Store a session uses: read_range over a list of entries."""
+
+    def __init__(self, entries=()) -> None:
+        self.entries = sorted(entries, key=lambda e: e.key)
+        self.reads = 0
+        self.fail = False
+
+    def read_range(self, after, count):
+        self.reads += 1
+        if self.fail:
+            raise StoreUnavailableError("Redis is unavailable", retry_after=2)
+        return [e for e in self.entries if e.key > after][:count]
+
+    def stream_info(self) -> StreamInfo:
+        if not self.entries:
+            return StreamInfo(EP, 0, None, None, None)
+        return StreamInfo(EP, len(self.entries), self.entries[0].key, self.entries[-1].key,
+                          None)
+
+
+class Client:
+    """Reads a session's body the way the WSGI server does, one chunk per call, and parses
+    it; a call that would block fails the test instead of hanging it."""
+
+    def __init__(self, session: StreamSession, parse, last_event_id: str = "") -> None:
+        self.session = session
+        self.parse = parse
+        self.body = iter(session)
+        self.raw = b""
+        self.last_event_id = last_event_id
+
+    def next(self) -> bytes:
+        with gevent.Timeout(2, AssertionError("the stream blocked with nothing to send")):
+            chunk = next(self.body)
+        self.raw += chunk
+        return chunk
+
+    def rest(self) -> list[bytes]:
+        """Every chunk up to the end of the stream (it must be ending)."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self.next())
+            except StopIteration:
+                return chunks
+
+    @property
+    def parsed(self):
+        return self.parse(self.raw, self.last_event_id)
+
+    def events(self, *types: str):
+        return [e for e in self.parsed.events if not types or e.type in types]
+
+    def numbers(self) -> list[int]:
+        return [json.loads(e.data)["n"] for e in self.events("progress", "message")]
+
+
+@pytest.fixture
+def open_stream(settings, sse):
+    sessions: list[StreamSession] = []
+
+    def open_(plan: ResumePlan | None = None, topics=("user:u1",), entries=(),
+              hub_at: int | None = None, settings=settings, named: bool = True,
+              queue_size: int = 100, last_event_id: str = "", **options) -> Client:
+        store = FakeStore(entries)
+        hub = Hub(settings, store)
+        hub.epoch = EP
+        hub.last_key = key(hub_at) if hub_at is not None else (0, 0)
+        subscription = Subscription(tuple(topics), queue_size, named=named)
+        session = StreamSession(hub, store, settings, subscription, plan or ResumePlan(None),
+                                **options)
+        sessions.append(session)
+        return Client(session, sse, last_event_id)
+
+    yield open_
+    for session in sessions:
+        session.close()
+
+
+def test_greeting_sets_the_retry_and_says_connected_with_a_resumable_id(open_stream,
+                                                                       settings):
+    client = open_stream(topics=("user:u1", "session:s1"), hub_at=7)
+
+    client.next()
+
+    parsed = client.parsed
+    assert parsed.retry == settings.sse_retry_ms
+    (connected,) = parsed.events
+    assert connected.type == "connected"
+    assert connected.last_event_id == event_id(7)
+    greeting = json.loads(connected.data)
+    assert greeting["connection_id"] == client.session.subscription.id
+    assert greeting["topics"] == ["user:u1", "session:s1"]
+    assert greeting["heartbeat_interval"] == settings.heartbeat_interval
+    assert greeting["last_event_id"] == event_id(7)
+
+
+def test_session_registers_its_subscription_with_the_hub(open_stream):
+    client = open_stream()
+
+    hub = client.session.hub
+    assert hub.subscriptions == {client.session.subscription.id: client.session.subscription}
+
+
+def test_live_entries_arrive_as_named_frames(open_stream):
+    client = open_stream(hub_at=0)
+    client.next()
+
+    client.session.hub.route([entry(1), entry(2, "user:u2"), entry(3, "*")])
+    client.next()
+
+    frames = client.events("progress")
+    assert [(e.last_event_id, json.loads(e.data)["n"]) for e in frames] == [
+        (event_id(1), 1), (event_id(3), 3)]
+
+
+def test_unnamed_streams_get_message_events(open_stream):
+    client = open_stream(hub_at=0, named=False)
+    client.next()
+
+    client.session.hub.route([entry(1)])
+    client.next()
+
+    assert [e.type for e in client.parsed.events] == ["connected", "message"]
+
+
+def test_waiting_live_entries_are_written_in_one_chunk(open_stream):
+    client = open_stream(hub_at=0)
+    client.next()
+    client.session.hub.route([entry(n) for n in range(1, 6)])
+
+    chunk = client.next()
+
+    assert chunk.count(b"event: progress") == 5
+    assert client.numbers() == [1, 2, 3, 4, 5]
+
+
+def test_live_entries_already_covered_are_not_sent_again(open_stream):
+    client = open_stream(hub_at=5)
+    client.next()
+    subscription = client.session.subscription
+    # Entries at or before the position the client was given are not new to it.
+    subscription.offer(entry(4))
+    subscription.offer(entry(5))
+    subscription.offer(entry(6))
+
+    client.next()
+
+    assert client.numbers() == [6]
+
+
+def test_replay_then_live_without_duplicates_at_the_seam(open_stream):
+    stored = [entry(n) for n in range(1, 9)]
+    # The client saw 2; the hub had routed up to 4 when the stream opened.
+    client = open_stream(plan=ResumePlan(key(2)), entries=stored, hub_at=4,
+                         last_event_id=event_id(2))
+    # While the replay runs, the reader routes 5..8 (already in the stream) and then 9.
+    client.session.hub.route(stored[4:])
+    client.session.hub.route([entry(9)])
+
+    client.next()  # greeting
+    assert client.events("connected")[0].last_event_id == event_id(2)
+    client.next()  # replay
+    assert client.numbers() == [3, 4, 5, 6, 7, 8]
+    client.next()  # live
+
+    assert client.numbers() == [3, 4, 5, 6, 7, 8, 9]
+    assert client.parsed.last_event_id == event_id(9)
+
+
+def test_replay_sends_only_what_the_connection_subscribes_to(open_stream):
+    now_ms = int(time.time() * 1000)
+    stored = [entry(1), entry(2, "user:u2"), entry(3, "*"),
+              entry(4, expires_at_ms=now_ms - 1), entry(5, expires_at_ms=now_ms + 60_000),
+              entry(6, "news")]
+    client = open_stream(plan=ResumePlan((0, 0)), entries=stored)
+
+    client.next()
+    client.next()
+
+    assert client.numbers() == [1, 3, 5]
+    # The id moves past the entries it was not sent, so a reconnect does not re-read them.
+    assert client.parsed.last_event_id == event_id(6)
+    assert client.session.subscription.last_key == key(6)
+
+
+def test_replay_reads_page_by_page(open_stream, monkeypatch):
+    monkeypatch.setattr(streaming, "REPLAY_PAGE", 2)
+    client = open_stream(plan=ResumePlan((0, 0)), entries=[entry(n) for n in range(1, 6)])
+
+    client.next()
+    for _ in range(3):
+        client.next()
+
+    assert client.numbers() == [1, 2, 3, 4, 5]
+    assert client.session.store.reads == 3
+
+
+def test_replay_cap_closes_with_replay_limit_and_resuming_continues(open_stream, settings):
+    capped = settings.replace(replay_max_messages=3)
+    stored = [entry(n) for n in range(1, 7)]
+    client = open_stream(plan=ResumePlan((0, 0)), entries=stored, settings=capped)
+
+    client.rest()
+
+    assert client.numbers() == [1, 2, 3]
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data) == {"reason": CloseReason.REPLAY_LIMIT, "limit": 3,
+                                        "retry_ms": REPLAY_CONTINUE_RETRY_MS}
+    assert client.parsed.retry == REPLAY_CONTINUE_RETRY_MS
+    # The browser reconnects with the id of the last replayed message and gets the rest.
+    resumed_from = client.parsed.last_event_id
+    plan = plan_resume(resumed_from, FakeStore(stored).stream_info)
+    again = open_stream(plan=plan, entries=stored, settings=capped)
+    again.rest()
+    assert again.numbers() == [4, 5, 6]
+
+
+def test_heartbeat_moves_the_position_only_when_it_advanced(open_stream):
+    client = open_stream(hub_at=5)
+    client.next()
+    subscription = client.session.subscription
+
+    subscription.offer(Heartbeat(Position(EP, *key(5))))
+    first = client.next()
+    subscription.offer(Heartbeat(Position(EP, *key(9))))
+    second = client.next()
+
+    assert first == b": heartbeat\n\n"
+    parsed = client.parse(second)
+    assert parsed.events == []
+    assert parsed.blocks[0].comments == ["heartbeat"]
+    assert parsed.last_event_id == event_id(9)
+    assert subscription.last_key == key(9)
+
+
+def test_heartbeat_of_another_epoch_does_not_move_the_position(open_stream):
+    client = open_stream(hub_at=5)
+    client.next()
+
+    client.session.subscription.offer(Heartbeat(Position("other", *key(9))))
+
+    assert client.next() == b": heartbeat\n\n"
+
+
+def test_heartbeat_events_when_asked_for(open_stream):
+    client = open_stream(hub_at=5, heartbeat_events=True)
+    client.next()
+    subscription = client.session.subscription
+
+    subscription.offer(Heartbeat(Position(EP, *key(5))))
+    subscription.offer(Heartbeat(Position(EP, *key(8))))
+    client.next()
+
+    beats = client.events("heartbeat")
+    assert len(beats) == 2
+    assert abs(json.loads(beats[0].data)["time"] - time.time()) < 60
+    assert client.parsed.last_event_id == event_id(8)
+    ids = [value for name, value in client.parsed.fields if name == "id"]
+    assert ids == [event_id(5), event_id(8)]  # connected, then the heartbeat that advanced
+
+
+def test_close_sends_a_closing_frame_and_ends_the_stream(open_stream):
+    client = open_stream(hub_at=1)
+    client.next()
+
+    client.session.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
+    client.rest()
+
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data) == {"reason": "closed_by_operator", "retry_ms": 500}
+    assert client.parsed.retry == 500
+    assert client.parsed.complete
+
+
+def test_closing_frame_without_a_retry_hint_uses_sse_retry_ms(open_stream, settings):
+    client = open_stream(hub_at=1)
+    client.next()
+
+    client.session.subscription.close(CloseReason.SHUTDOWN)
+    client.rest()
+
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data) == {"reason": "shutdown",
+                                        "retry_ms": settings.sse_retry_ms}
+
+
+def test_close_wakes_a_stream_waiting_for_messages(open_stream):
+    client = open_stream(hub_at=1)
+    client.next()
+    reader = gevent.spawn(client.rest)
+    gevent.idle()  # the reader now waits on its empty queue
+    assert not reader.ready()
+
+    client.session.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
+
+    reader.join(timeout=2)
+    assert reader.successful()
+    assert [e.type for e in client.parsed.events] == ["connected", "closing"]
+
+
+def test_slow_consumer_is_closed_instead_of_queueing_without_bound(open_stream):
+    client = open_stream(hub_at=0, queue_size=3)
+    client.next()
+
+    client.session.hub.route([entry(n) for n in range(1, 10)])
+    client.rest()
+
+    closing = json.loads(client.events("closing")[0].data)
+    assert closing["reason"] == CloseReason.SLOW_CONSUMER
+    assert closing["queue_size"] == 3
+    assert client.session.hub.stats.slow_consumers == 1
+
+
+def test_expired_token_ends_the_stream(open_stream):
+    client = open_stream(hub_at=1, expires_at=time.time() - 1)
+
+    client.rest()
+
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data)["reason"] == CloseReason.TOKEN_EXPIRED
+
+
+def test_a_stream_whose_token_is_still_valid_delivers(open_stream):
+    client = open_stream(hub_at=0, expires_at=time.time() + 3600)
+    client.next()
+
+    client.session.hub.route([entry(1)])
+    client.next()
+
+    assert client.numbers() == [1]
+
+
+def test_no_message_is_delivered_after_the_token_expired(open_stream):
+    client = open_stream(hub_at=0, expires_at=time.time() - 1)
+    client.session.hub.route([entry(1)])
+
+    client.rest()
+
+    assert client.numbers() == []
+    assert json.loads(client.events("closing")[0].data)["reason"] == "token_expired"
+
+
+def test_history_lost_is_told_in_band_before_the_replay(open_stream):
+    stored = [entry(n) for n in range(10, 13)]
+    plan = plan_resume(event_id(5, "old"), FakeStore(stored).stream_info)
+    client = open_stream(plan=plan, entries=stored)
+
+    client.next()
+    client.next()
+
+    types = [e.type for e in client.parsed.events]
+    assert types == ["connected", "history-lost", "progress", "progress", "progress"]
+    lost = json.loads(client.events("history-lost")[0].data)
+    assert lost == {"reason": "stream_reset", "last_event_id": event_id(5, "old"),
+                    "resumes_from": event_id(10)}
+
+
+def test_history_lost_now_names_the_position_the_stream_starts_at(open_stream):
+    plan = plan_resume("not-an-id", never_called)
+    client = open_stream(plan=plan, hub_at=7)
+
+    client.next()
+
+    lost = json.loads(client.events("history-lost")[0].data)
+    assert lost["resumes_from"] == event_id(7)
+    assert client.parsed.last_event_id == event_id(7)
+
+
+def test_history_lost_is_told_once_even_when_nothing_is_left_to_replay(open_stream):
+    stale = event_id(5, "old")
+    store = FakeStore([])  # the stream was recreated and is still empty
+    plan = plan_resume(stale, store.stream_info)
+    client = open_stream(plan=plan, last_event_id=stale)
+    client.next()
+    client.session.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
+    client.rest()
+    assert [e.type for e in client.parsed.events] == ["connected", "history-lost", "closing"]
+
+    # The browser reconnects with the last event id it holds.
+    again = plan_resume(client.parsed.last_event_id, store.stream_info)
+
+    assert again.lost is None
+
+
+def test_epoch_change_while_live_is_told_before_the_new_entries(open_stream):
+    client = open_stream(hub_at=3)
+    client.next()
+
+    client.session.hub.route([entry(1, epoch="ep2"), entry(2, epoch="ep2")])
+    client.next()
+
+    events = client.parsed.events
+    assert [e.type for e in events] == ["connected", "history-lost", "progress", "progress"]
+    assert json.loads(events[1].data) == {"reason": "stream_reset",
+                                          "last_event_id": event_id(3),
+                                          "resumes_from": event_id(1, "ep2")}
+    assert client.parsed.last_event_id == event_id(2, "ep2")
+
+
+def test_redis_failure_during_replay_ends_the_stream_with_a_reason(open_stream, settings):
+    client = open_stream(plan=ResumePlan((0, 0)), entries=[entry(1)])
+    client.next()
+    client.session.store.fail = True
+
+    client.rest()
+
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data) == {"reason": "unavailable",
+                                        "retry_ms": settings.sse_retry_ms}
+
+
+def test_closing_the_session_unregisters_and_releases_once(open_stream):
+    released = []
+    client = open_stream(hub_at=1, on_close=released.append)
+    client.next()
+    session = client.session
+
+    session.close()
+    session.close()
+
+    assert released == [session]
+    assert session.hub.connection_count() == 0
+    with pytest.raises(StopIteration):
+        next(client.body)
+
+
+def test_a_session_never_iterated_still_unregisters_when_closed(open_stream):
+    released = []
+    client = open_stream(on_close=released.append)
+
+    client.session.close()
+
+    assert released == [client.session]
+    assert client.session.hub.connection_count() == 0
+
+
+def test_a_client_that_stops_reading_is_cut_off(open_stream, settings):
+    client = open_stream(hub_at=1, settings=settings.replace(write_timeout_seconds=0.05))
+    client.next()  # the server now waits for this chunk to be written
+
+    with pytest.raises(ClientTooSlowError) as caught:
+        GeventEvent().wait(5)  # the write never completes
+
+    assert caught.value.errno == errno.EPIPE
+    assert isinstance(caught.value, BrokenPipeError)

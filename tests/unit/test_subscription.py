@@ -1,0 +1,101 @@
+"""One connection's queue: offer() never blocks; a full queue closes the connection as a
+slow consumer; close() is idempotent and wakes a waiting consumer."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from pushservice.subscription import (
+    WAKE,
+    CloseReason,
+    Subscription,
+    new_connection_id,
+)
+
+
+def test_offer_queues_items_in_order():
+    subscription = Subscription(("user:u1",), queue_size=5)
+
+    assert subscription.offer("a") is True
+    assert subscription.offer("b") is True
+    assert [subscription.queue.get_nowait(), subscription.queue.get_nowait()] == ["a", "b"]
+    assert subscription.closing is None
+
+
+def test_offer_never_blocks_and_a_full_queue_closes_as_slow_consumer_once():
+    subscription = Subscription(("user:u1",), queue_size=2)
+
+    with gevent.Timeout(1):  # a blocking put would hang here forever: nobody reads
+        results = [subscription.offer(n) for n in range(5)]
+
+    assert results == [True, True, False, True, True]
+    assert subscription.closing == CloseReason.SLOW_CONSUMER
+    assert subscription.close_detail == {"queue_size": 2}
+    assert subscription.queue.qsize() == 2
+
+
+def test_offers_after_close_still_queue_while_there_is_room():
+    subscription = Subscription(("user:u1",), queue_size=5)
+    subscription.close(CloseReason.SHUTDOWN)
+
+    assert subscription.offer("late") is True
+
+
+def test_close_is_idempotent_and_keeps_the_first_reason():
+    subscription = Subscription(("user:u1",), queue_size=5)
+
+    subscription.close(CloseReason.KICKED, {"retry_ms": 100})
+    subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 999})
+
+    assert subscription.closing == CloseReason.KICKED
+    assert subscription.close_detail == {"retry_ms": 100}
+    assert list(subscription.queue.queue) == [WAKE]
+
+
+def test_close_wakes_a_waiting_consumer():
+    subscription = Subscription(("user:u1",), queue_size=5)
+    consumer = gevent.spawn(subscription.queue.get)
+    gevent.idle()  # let the consumer block on its empty queue
+    assert not consumer.ready()
+
+    subscription.close(CloseReason.KICKED)
+
+    assert consumer.get(timeout=1) is WAKE
+
+
+def test_close_of_a_full_queue_does_not_block():
+    subscription = Subscription(("user:u1",), queue_size=2)
+    subscription.offer(1)
+    subscription.offer(2)
+
+    with gevent.Timeout(1):
+        subscription.close(CloseReason.SHUTDOWN)
+
+    assert subscription.closing == CloseReason.SHUTDOWN
+
+
+def test_new_subscription_defaults():
+    subscription = Subscription(("news", "user:u1"), queue_size=3)
+
+    assert subscription.topics == ("news", "user:u1")
+    assert subscription.named is True
+    assert subscription.kind == "stream"
+    assert subscription.closing is None
+    assert subscription.last_key == (0, 0)
+    assert subscription.frames_sent == 0
+    assert subscription.queue.maxsize == 3
+
+
+def test_connection_ids_are_unique():
+    ids = {new_connection_id() for _ in range(10_000)}
+    ids |= {Subscription(("t",), 2).id for _ in range(100)}
+
+    assert len(ids) == 10_100
+
+
+@pytest.mark.parametrize("reason", [CloseReason.SHUTDOWN, CloseReason.SLOW_CONSUMER,
+                                    CloseReason.REPLAY_LIMIT, CloseReason.KICKED,
+                                    CloseReason.TOKEN_EXPIRED])
+def test_close_reasons_are_plain_words(reason):
+    assert reason.replace("_", "").isalpha()
