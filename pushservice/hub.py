@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from typing import Callable, Collection
+from collections.abc import Collection
 
 import gevent
 from gevent.event import Event
@@ -20,6 +20,7 @@ from gevent.event import Event
 from .errors import StoreUnavailableError
 from .position import Position
 from .settings import Settings
+from .stats import WorkerStats
 from .store import Entry, Store
 from .subscription import CloseReason, Heartbeat, Subscription
 
@@ -45,38 +46,22 @@ class Backoff:
         self.attempt = 0
 
 
-class HubStats:
-    """Counters of this worker since it started."""
-
-    __slots__ = ("routed_entries", "offered_frames", "slow_consumers", "read_errors",
-                 "expired_skipped")
-
-    def __init__(self) -> None:
-        self.routed_entries = 0
-        self.offered_frames = 0
-        self.slow_consumers = 0
-        self.read_errors = 0
-        self.expired_skipped = 0
-
-
 class Hub:
     """Connections of this worker, indexed by topic, fed by one reader greenlet.
 
     Call ``start()`` in the worker process after fork (never in a gunicorn master).
-    ``on_delivery`` (optional) is called with each routed batch and the number of
-    frames offered, for metrics.
+    ``stats`` collects this worker's counters (a fresh WorkerStats by default).
     """
 
     def __init__(self, settings: Settings, store: Store,
-                 on_batch: Callable[[list[Entry], int], None] | None = None) -> None:
+                 stats: WorkerStats | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.on_batch = on_batch
         self.subscriptions: dict[str, Subscription] = {}
         self._by_topic: dict[str, set[Subscription]] = {}
         self.epoch: str | None = None
         self.last_key: tuple[int, int] = (0, 0)
-        self.stats = HubStats()
+        self.stats = stats or WorkerStats()
         self.ready = Event()
         self.started_at: float | None = None
         self.last_read_ok: float | None = None
@@ -177,6 +162,7 @@ class Hub:
                 if resync:
                     self._resync(client)
                     resync = False
+                    self.last_read_ok = time.time()
                     self.ready.set()
                 entries = self.store.read(client, self.last_key, self.settings.reader_block_ms,
                                           self.settings.reader_batch_size)
@@ -257,8 +243,6 @@ class Hub:
         self.lag_seconds = max(0.0, now_ms - last.ms) / 1000
         self.stats.routed_entries += len(entries)
         self.stats.offered_frames += offered
-        if self.on_batch is not None:
-            self.on_batch(entries, offered)
         return offered
 
     # -- heartbeats ---------------------------------------------------------------------

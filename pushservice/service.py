@@ -1,4 +1,4 @@
-"""The Flask extension that owns one app's store, hub, message factory and limits.
+"""The Flask extension that owns one app's store, hub, registry, metrics and limits.
 
 Created without an app and bound with ``init_app(app)``; its state lives in
 ``app.extensions["pushservice"]``. Nothing here opens a socket or starts a greenlet at
@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+
 from flask import Flask, current_app
 
 from .capacity import ConnectionBudget
+from .errors import ServiceUnavailableError, StoreUnavailableError
 from .hub import Hub
-from .message import MessageFactory
+from .instances import InstanceRegistration
+from .message import Message, MessageFactory
+from .metrics import PushMetrics
+from .registry import ConnectionRegistry
 from .settings import Settings
-from .store import Store
-from .subscription import CloseReason
+from .store import ControlStore, Keys, Published, RegistryStore, Store
+from .subscription import CloseReason, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,7 @@ EXTENSION_KEY = "pushservice"
 
 
 class PushService:
-    """Everything one app needs to publish and stream.
+    """Everything one app needs to publish, stream and be operated.
 
     ``settings`` default to ``Settings.from_env()`` at ``init_app`` time.
     """
@@ -36,6 +42,9 @@ class PushService:
         self.hub: Hub | None = None
         self.messages: MessageFactory | None = None
         self.budget: ConnectionBudget | None = None
+        self.registry: ConnectionRegistry | None = None
+        self.registration: InstanceRegistration | None = None
+        self.metrics: PushMetrics | None = None
         if app is not None:
             self.init_app(app)
 
@@ -53,35 +62,79 @@ class PushService:
         settings = self.settings or Settings.from_env()
         self.settings = settings
         self.store = Store(settings)
+        keys = Keys(settings.stream_key_prefix)
+        registry_store = RegistryStore(self.store.connections, keys)
         self.hub = Hub(settings, self.store)
         self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes)
         self.budget = ConnectionBudget(settings.max_connections)
+        self.registry = ConnectionRegistry(settings, self.hub, registry_store,
+                                           ControlStore(self.store.connections, keys))
+        self.registration = InstanceRegistration(settings, registry_store)
+        self.metrics = PushMetrics(settings)
+        self.metrics.init_app(app)
         app.extensions[EXTENSION_KEY] = self
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader in this process (after fork). Idempotent."""
-        assert self.hub is not None
-        if not self.hub.started:
-            log.info("worker %s starts its reader on %s", os.getpid(),
-                     self.settings.redis_url_redacted)
+        """Start this worker's greenlets (after fork). Idempotent."""
+        if self.hub.started:
+            return
+        log.info("worker %s starts its reader on %s", os.getpid(),
+                 self.settings.redis_url_redacted)
         self.hub.start()
+        self.registry.start()
+        self.registration.start()
+        self.metrics.start(self.hub, lambda: self.registry.stream_length)
 
     def use_shared_budget(self, budget: ConnectionBudget) -> None:
         """Count this worker's streams in the instance-wide table (gunicorn hook)."""
         self.budget = budget
 
     def shutdown(self, spread_seconds: float):
-        """Tell every open stream to reconnect elsewhere, spread over ``spread_seconds``."""
-        assert self.hub is not None
+        """Tell every open stream to reconnect elsewhere, spread over ``spread_seconds``,
+        and withdraw this worker from the registry."""
         count = self.hub.connection_count()
         if count:
             log.info("closing %d streams over %.1fs for shutdown", count, spread_seconds)
-        return self.hub.close_all(CloseReason.SHUTDOWN, spread_seconds)
+        closing = self.hub.close_all(CloseReason.SHUTDOWN, spread_seconds)
+        self.registration.stop()
+        return closing
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> list[Published]:
+        """Store ``messages`` (all or none); counts what failed for the metrics."""
+        try:
+            return self.store.publish(messages)
+        except StoreUnavailableError:
+            self.hub.stats.publish_failed += len(messages)
+            raise
+
+    # -- connections --------------------------------------------------------------------
+
+    def admit(self, subscription: Subscription) -> None:
+        """Count a new stream against MAX_CONNECTIONS and MAX_CONNECTIONS_PER_USER.
+
+        Raises ServiceUnavailableError (503) or TooManyRequestsError (429); on success
+        the caller must call ``release(subscription)`` when the stream ends."""
+        if not self.budget.try_acquire():
+            raise ServiceUnavailableError(
+                f"This instance holds its maximum of {self.settings.max_connections} "
+                "connections (MAX_CONNECTIONS); retry later or on another instance.",
+                retry_after=5, code="too_many_connections")
+        try:
+            self.registry.admit(subscription)
+        except BaseException:
+            self.budget.release()
+            raise
+
+    def release(self, subscription: Subscription) -> None:
+        """The stream of ``subscription`` ended."""
+        self.budget.release()
+        self.registry.remove(subscription)
 
 
 def current_service() -> PushService:
     """The PushService of the current app."""
     return current_app.extensions[EXTENSION_KEY]
-

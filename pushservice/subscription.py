@@ -7,7 +7,6 @@ neither slow the reader nor grow the worker's memory.
 
 from __future__ import annotations
 
-import itertools
 import os
 import secrets
 import time
@@ -37,12 +36,10 @@ class Heartbeat:
 # Put in a queue only to wake its consumer so it notices ``closing``.
 WAKE = object()
 
-_connection_ids = itertools.count(1)
-
-
 def new_connection_id() -> str:
-    """Unique across workers and instances: pid-free random prefix plus a counter."""
-    return f"c_{secrets.token_hex(6)}{next(_connection_ids):x}"
+    """Unique across workers and instances, and ordered by connect time (listings page
+    through connections in that order): milliseconds in hex, then 40 random bits."""
+    return f"c{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
 
 
 class Subscription:
@@ -53,8 +50,21 @@ class Subscription:
     connection has been told to end, with ``close_detail`` for the client.
     """
 
-    __slots__ = ("id", "topics", "named", "queue", "closing", "close_detail", "kind",
-                 "user", "connected_at", "frames_sent", "last_key", "info", "pid")
+    __slots__ = (
+        "close_detail",
+        "closing",
+        "connected_at",
+        "frames_sent",
+        "id",
+        "info",
+        "kind",
+        "last_key",
+        "named",
+        "pid",
+        "queue",
+        "topics",
+        "user",
+    )
 
     def __init__(self, topics: tuple[str, ...], queue_size: int, named: bool = True,
                  kind: str = "stream", user: str | None = None,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import health, publish, stream
+from . import admin, connections, health, publish, stream
 
 
 def register_blueprints(app: Flask) -> None:
-    for module in (publish, stream, health):
+    for module in (publish, stream, connections, admin, health):
         app.register_blueprint(module.bp)

@@ -25,7 +25,8 @@ def send():
     """Publish one message to the topics its target names. 202 with where it went."""
     service = current_service()
     message = service.messages.build(_json_body())
-    (published,) = service.store.publish([message])
+    (published,) = service.publish([message])
+    service.metrics.messages_sent.labels("send").inc()
     return _accepted(_describe(published))
 
 
@@ -34,7 +35,8 @@ def broadcast():
     """Publish one message to every connection."""
     service = current_service()
     message = service.messages.build(_json_body(), broadcast=True)
-    (published,) = service.store.publish([message])
+    (published,) = service.publish([message])
+    service.metrics.messages_sent.labels("broadcast").inc()
     return _accepted(_describe(published))
 
 
@@ -80,8 +82,21 @@ def batch():
         raise ValidationError(
             f"{len(errors)} of {len(items)} messages are invalid; nothing was published.",
             details=errors)
-    results = service.store.publish(messages)
+    results = service.publish(messages)
+    service.metrics.messages_sent.labels("batch").inc(len(results))
     return _accepted({"accepted": len(results), "results": [_describe(p) for p in results]})
+
+
+@bp.after_request
+def count_refusals(response: Response) -> Response:
+    """A refused publish counts as failed, by its error code (a bounded set)."""
+    if response.status_code >= 400:
+        try:
+            code = orjson.loads(response.get_data())["error"]["code"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            code = str(response.status_code)
+        current_service().metrics.messages_failed.labels(code).inc()
+    return response
 
 
 def _json_body() -> Any:

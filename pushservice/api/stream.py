@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 
 from ..errors import BadRequestError, ServiceUnavailableError
 from ..message import is_valid_name
-from ..service import PushService, current_service
+from ..service import current_service
 from ..streaming import StreamSession, plan_resume
 from ..subscription import Subscription
 
@@ -81,26 +81,16 @@ def _open_stream(kind: str, topics: list[str], user: str | None) -> Response:
         raise ServiceUnavailableError("The worker is not connected to Redis yet.",
                                       retry_after=2, code="not_ready")
     plan = plan_resume(last_event_id, service.store.stream_info)
-    if not service.budget.try_acquire():
-        raise ServiceUnavailableError(
-            f"This instance holds its maximum of {service.settings.max_connections} "
-            "connections (MAX_CONNECTIONS); retry later or on another instance.",
-            retry_after=5, code="too_many_connections")
     subscription = Subscription(
         tuple(topics), service.settings.connection_queue_size, named=named, kind=kind,
         user=user, info={"remote_addr": request.remote_addr,
                          "user_agent": request.user_agent.string[:200]})
+    service.admit(subscription)
     session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
                             heartbeat_events=_flag("heartbeat_events"),
-                            on_close=_releaser(service))
+                            on_close=lambda ended: service.release(ended.subscription))
     response = Response(session, mimetype="text/event-stream", headers=_STREAM_HEADERS,
                         direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     return response
 
-
-def _releaser(service: PushService):
-    def release(session: StreamSession) -> None:
-        service.budget.release()
-
-    return release

@@ -7,7 +7,10 @@
 """
 
 from .client import Keys, RedisConnections, translate_errors
+from .control import ControlStore
+from .registry import RegistryStore
 from .streams import Entry, Published, Store, StreamInfo, new_epoch
 
-__all__ = ["Entry", "Keys", "Published", "RedisConnections", "Store", "StreamInfo",
+__all__ = ["ControlStore", "Entry", "Keys", "Published", "RedisConnections", "RegistryStore",
+           "Store", "StreamInfo",
            "new_epoch", "translate_errors"]

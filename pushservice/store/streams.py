@@ -15,8 +15,8 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import redis
 
@@ -89,8 +89,18 @@ class Published:
 class Entry:
     """One stream entry as the reader and replay see it."""
 
-    __slots__ = ("ms", "seq", "event_id", "topics", "type", "body", "expires_at_ms",
-                 "epoch", "_named_frame", "_plain_frame")
+    __slots__ = (
+        "_named_frame",
+        "_plain_frame",
+        "body",
+        "epoch",
+        "event_id",
+        "expires_at_ms",
+        "ms",
+        "seq",
+        "topics",
+        "type",
+    )
 
     def __init__(self, ms: int, seq: int, epoch: str, topics: tuple[str, ...], type_: str,
                  body: bytes, expires_at_ms: int) -> None:
@@ -187,7 +197,7 @@ class Store:
         for message in messages:
             key_index = 0
             if message.client_id:
-                keys.append(self.keys.message_prefix + message.id)
+                keys.append(f"{self.keys.message_prefix}{message.service}:{message.id}")
                 key_index = len(keys)
             args += [key_index, message.ttl_seconds, ",".join(message.topics), message.type,
                      message.body, message.expires_at_ms]

@@ -1,0 +1,53 @@
+"""Connection API: every connection of every worker and instance; stats; closing one."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from ..errors import BadRequestError
+from ..message import is_valid_name
+from ..service import current_service
+
+bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
+
+MAX_PAGE = 1000
+
+
+@bp.get("")
+def list_connections():
+    """Connections, oldest first, filterable by ``user``, ``topic`` and ``instance``,
+    ``limit`` per page (default 100, at most 1000), continued with ``cursor``."""
+    args = request.args
+    filters = {}
+    for name in ("user", "topic", "instance", "cursor"):
+        value = args.get(name)
+        if value is not None:
+            if not is_valid_name(value):
+                raise BadRequestError(f"Invalid {name}.", details={"parameter": name},
+                                      code=f"invalid_{name}")
+            filters[name] = value
+    try:
+        limit = int(args.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequestError(f"limit must be an integer from 1 to {MAX_PAGE}.",
+                              details={"parameter": "limit"}, code="invalid_limit")
+    return jsonify(current_service().registry.list(limit=limit, **filters))
+
+
+@bp.get("/stats")
+def connection_stats():
+    """Connections per instance, worker and kind; message counters; stream and latency."""
+    return jsonify(current_service().registry.stats())
+
+
+@bp.delete("/<connection_id>")
+def close_connection(connection_id: str):
+    """Close a connection wherever it lives; 404 when there is no such connection."""
+    if not is_valid_name(connection_id):
+        raise BadRequestError("Invalid connection id.", code="invalid_connection_id")
+    result = current_service().registry.close_connection(connection_id)
+    response = jsonify(result)
+    response.status_code = 200 if result["closed"] else 202
+    return response

@@ -1,0 +1,181 @@
+"""Prometheus metrics. The only module that imports prometheus_client.
+
+Under gunicorn every worker writes its values to PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn.conf.py before the workers start), and /metrics, served by any worker, adds up
+all of them; the master marks dead workers so their live gauges disappear. The hot path
+only bumps plain integers (stats.py); a greenlet per worker copies them into Prometheus
+once a second. No label carries an unbounded value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+
+import gevent
+from flask import Flask, Response, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
+
+from .errors import ForbiddenError
+from .hub import Hub
+from .settings import Settings
+from .stats import DeltaTracker
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+# Latency observations copied per flush at most (a random sample beyond that).
+MAX_OBSERVATIONS_PER_FLUSH = 2000
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0)
+
+# stats.py counter -> (metric attribute, label values)
+_COUNTER_MAP = {
+    "delivered": "frames_delivered",
+    "slow_consumers": "slow_consumers",
+    "replayed": "replayed_frames",
+    "read_errors": "reader_errors",
+    "expired_skipped": "expired_skipped",
+    "connections_opened": "connections_opened",
+    "connections_closed": "connections_closed",
+}
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (gunicorn's child_exit hook)."""
+    if multiprocess_enabled():
+        prometheus_multiprocess.mark_process_dead(pid)
+
+
+class PushMetrics:
+    """The service's metrics, registered in a registry of their own (one per app)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge(
+            "message_push_connections_total", "Open SSE connections.",
+            registry=r, multiprocess_mode="livesum")
+        self.messages_sent = Counter(
+            "message_push_messages_sent", "Messages accepted and stored for delivery.",
+            ["endpoint"], registry=r)
+        self.messages_failed = Counter(
+            "message_push_messages_failed",
+            "Messages refused or not stored, by reason (the error code).",
+            ["reason"], registry=r)
+        self.duration = Histogram(
+            "message_push_message_duration_seconds",
+            "From publish (Redis took the message) to the frame written to a client.",
+            registry=r, buckets=DURATION_BUCKETS)
+        self.frames_delivered = Counter(
+            "message_push_frames_delivered", "Message frames written to clients.", registry=r)
+        self.slow_consumers = Counter(
+            "message_push_slow_consumer_disconnects",
+            "Connections cut off because they did not keep up.", registry=r)
+        self.replayed_frames = Counter(
+            "message_push_replayed_frames", "Frames sent by resumes (Last-Event-ID).",
+            registry=r)
+        self.history_lost = Counter(
+            "message_push_history_lost", "history-lost events sent, by reason.",
+            ["reason"], registry=r)
+        self.reader_errors = Counter(
+            "message_push_reader_errors", "Failed reads of the stream (Redis errors).",
+            registry=r)
+        self.expired_skipped = Counter(
+            "message_push_expired_skipped", "Messages not delivered because their TTL ran out.",
+            registry=r)
+        self.connections_opened = Counter(
+            "message_push_connections_opened", "SSE connections opened.", registry=r)
+        self.connections_closed = Counter(
+            "message_push_connections_closed", "SSE connections closed.", registry=r)
+        self.stream_length = Gauge(
+            "message_push_stream_length", "Entries in the Redis Stream (the queue length).",
+            registry=r, multiprocess_mode="livemax")
+        self.reader_lag = Gauge(
+            "message_push_reader_lag_seconds",
+            "How far behind the newest message the slowest worker's reader is.",
+            registry=r, multiprocess_mode="livemax")
+        self.reader_up = Gauge(
+            "message_push_reader_up", "Workers whose reader read successfully of late.",
+            registry=r, multiprocess_mode="livesum")
+        self.http: PrometheusMetrics | None = None
+        self._deltas = DeltaTracker()
+        self._lost_deltas = DeltaTracker()
+        self._flusher: gevent.Greenlet | None = None
+        self._pid: int | None = None
+
+    # -- binding ------------------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """HTTP request metrics by endpoint (bounded labels), and the /metrics view."""
+        self.http = PrometheusMetrics(
+            app=None, path=None, registry=self.registry, group_by="endpoint",
+            defaults_prefix=NO_PREFIX, excluded_paths=["^/metrics$"],
+            buckets=DURATION_BUCKETS)
+        self.http.export_defaults(group_by="endpoint", prefix="message_push",
+                                  buckets=DURATION_BUCKETS, app=app)
+        app.add_url_rule("/metrics", "metrics", self._view)
+
+    def _view(self):
+        self._check_access()
+        content, content_type = self.http.generate_metrics(request.headers.get("Accept"))
+        return Response(content, content_type=content_type)
+
+    def _check_access(self) -> None:
+        networks = self.settings.metrics_allowed_networks
+        if networks:
+            address = ipaddress.ip_address(request.remote_addr or "0.0.0.0")
+            if not any(address in ipaddress.ip_network(net, strict=False) for net in networks):
+                raise ForbiddenError("Metrics are not served to this address "
+                                     "(METRICS_ALLOWED_NETWORKS).", code="metrics_forbidden")
+
+    # -- flushing -----------------------------------------------------------------------
+
+    def start(self, hub: Hub, stream_length=lambda: None) -> None:
+        """Copy the worker's counters into Prometheus every second. Idempotent."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._flusher = gevent.spawn(self._flush_forever, hub, stream_length)
+
+    def _flush_forever(self, hub: Hub, stream_length) -> None:
+        while True:
+            gevent.sleep(FLUSH_SECONDS)
+            try:
+                self.flush(hub, stream_length())
+            except Exception:
+                log.exception("metrics flush failed")
+
+    def flush(self, hub: Hub, stream_length: int | None = None) -> None:
+        stats = hub.stats
+        for name, delta in self._deltas.since_last(stats.counters()).items():
+            attribute = _COUNTER_MAP.get(name)
+            if attribute is not None and delta > 0:
+                getattr(self, attribute).inc(delta)
+        for reason, delta in self._lost_deltas.since_last(stats.history_lost_reasons).items():
+            self.history_lost.labels(reason).inc(delta)
+        observations = stats.drain_latencies()
+        if len(observations) > MAX_OBSERVATIONS_PER_FLUSH:
+            observations = random.sample(observations, MAX_OBSERVATIONS_PER_FLUSH)
+        for seconds in observations:
+            self.duration.observe(seconds)
+        self.connections.set(hub.connection_count())
+        self.reader_lag.set(hub.lag_seconds)
+        self.reader_up.set(1 if hub.reader_alive() and hub.last_error is None else 0)
+        if stream_length is not None:
+            self.stream_length.set(stream_length)
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.kill(block=True, timeout=2)
+            self._flusher = None
+        self._pid = None

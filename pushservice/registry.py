@@ -1,0 +1,295 @@
+"""The connection registry: every live stream of every worker and instance, in Redis.
+
+Each worker records a connection when it opens and removes it when it closes. Every
+REGISTRY_REFRESH_SECONDS it renews its connections' TTL (with their frame counts and
+resume positions), publishes a snapshot of its own figures, and adds its counter deltas
+to the shared counters; nothing is written per delivered message. A worker or instance
+that dies without cleaning up stops renewing, and its entries disappear within
+REGISTRY_TTL_SECONDS. Closing a connection anywhere goes through the control channel
+that every worker listens to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import gevent
+
+from .errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
+from .hub import Backoff, Hub
+from .position import Position
+from .settings import Settings
+from .stats import DeltaTracker, percentile
+from .store import ControlStore, RegistryStore
+from .subscription import CloseReason, Subscription
+
+log = logging.getLogger(__name__)
+
+# How long an operator's close request waits to see the connection gone.
+CLOSE_CONFIRM_SECONDS = 3.0
+
+
+class ConnectionRegistry:
+    """This worker's part of the registry, and the deployment-wide views of it."""
+
+    def __init__(self, settings: Settings, hub: Hub, store: RegistryStore,
+                 control: ControlStore) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.store = store
+        self.control = control
+        self.stream_length: int | None = None
+        self._deltas = DeltaTracker()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._pid: int | None = None
+        self._reported_frames: dict[str, tuple[int, tuple[int, int]]] = {}
+
+    @property
+    def worker_id(self) -> str:
+        return f"{self.settings.instance_name}:{os.getpid()}"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start renewing and listening in this process. Idempotent."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._greenlets = [gevent.spawn(self._renew_forever), gevent.spawn(self._listen_forever)]
+
+    def stop(self) -> None:
+        """Stop the greenlets and withdraw this worker's snapshot."""
+        gevent.killall(self._greenlets, block=True, timeout=2)
+        self._greenlets = []
+        self._pid = None
+        try:
+            self.store.remove_worker(self.worker_id)
+        except StoreUnavailableError:
+            pass  # it expires by itself
+
+    # -- one connection -----------------------------------------------------------------
+
+    def admit(self, subscription: Subscription) -> None:
+        """Record ``subscription``; TooManyRequestsError (429) when its user already
+        holds MAX_CONNECTIONS_PER_USER streams anywhere."""
+        record = {
+            "connection_id": subscription.id,
+            "instance": self.settings.instance_name,
+            "worker": os.getpid(),
+            "kind": subscription.kind,
+            "user": subscription.user,
+            "topics": subscription.topics,
+            "remote_addr": subscription.info.get("remote_addr"),
+            "user_agent": subscription.info.get("user_agent"),
+            "connected_at": f"{subscription.connected_at:.3f}",
+            "frames_sent": 0,
+            "last_event_id": None,
+        }
+        limit = self.settings.max_connections_per_user
+        admitted = self.store.admit(record, subscription.user, limit,
+                                    self.settings.registry_ttl_seconds)
+        if not admitted:
+            raise TooManyRequestsError(
+                f"User {subscription.user!r} already holds {limit} streams "
+                "(MAX_CONNECTIONS_PER_USER); close one or retry later.",
+                retry_after=self.settings.registry_refresh_seconds,
+                details={"limit": limit}, code="too_many_user_connections")
+        self.hub.stats.connections_opened += 1
+
+    def remove(self, subscription: Subscription) -> None:
+        """Forget ``subscription`` (best effort: it expires by itself if Redis is down)."""
+        self.hub.stats.connections_closed += 1
+        self._reported_frames.pop(subscription.id, None)
+        try:
+            self.store.remove(subscription.id, subscription.user)
+        except StoreUnavailableError as exc:
+            log.warning("could not remove connection %s from the registry: %s",
+                        subscription.id, exc)
+
+    # -- periodic renewal ---------------------------------------------------------------
+
+    def _renew_forever(self) -> None:
+        backoff = Backoff(0.5, self.settings.registry_refresh_seconds)
+        while True:
+            try:
+                self.renew()
+                backoff.reset()
+                gevent.sleep(self.settings.registry_refresh_seconds)
+            except gevent.GreenletExit:
+                raise
+            except StoreUnavailableError as exc:
+                log.debug("registry renewal failed: %s", exc)
+                gevent.sleep(backoff.next_delay())
+            except Exception:
+                log.exception("registry renewal failed")
+                gevent.sleep(backoff.next_delay())
+
+    def renew(self) -> None:
+        """Renew this worker's connections and publish its snapshot and counters."""
+        updates = []
+        epoch = self.hub.epoch or "0"
+        for subscription in list(self.hub.subscriptions.values()):
+            state = (subscription.frames_sent, subscription.last_key)
+            fields: dict[str, Any] = {}
+            if self._reported_frames.get(subscription.id) != state:
+                self._reported_frames[subscription.id] = state
+                fields = {"frames_sent": subscription.frames_sent}
+                if subscription.last_key != (0, 0):
+                    fields["last_event_id"] = Position(epoch, *subscription.last_key).event_id
+            updates.append((subscription.id, subscription.user, fields))
+        ttl = self.settings.registry_ttl_seconds
+        for start in range(0, len(updates), 1000):
+            self.store.renew(updates[start:start + 1000], ttl)
+            gevent.sleep(0)
+        counters = self.hub.stats.counters()
+        self.store.publish_worker(self.worker_id, self.snapshot(counters),
+                                  self._deltas.since_last(counters), ttl)
+        self.stream_length = self.hub.store.length()
+
+    def snapshot(self, counters: dict[str, int] | None = None) -> dict[str, Any]:
+        """This worker's figures, as the stats API aggregates them."""
+        hub = self.hub
+        by_kind: dict[str, int] = {}
+        for subscription in hub.subscriptions.values():
+            by_kind[subscription.kind] = by_kind.get(subscription.kind, 0) + 1
+        return {
+            "worker_id": self.worker_id,
+            "instance": self.settings.instance_name,
+            "pid": os.getpid(),
+            "started_at": hub.started_at,
+            "updated_at": time.time(),
+            "connections": hub.connection_count(),
+            "connections_by_kind": by_kind,
+            "counters": counters or hub.stats.counters(),
+            "latency_buckets": hub.stats.latency.counts(),
+            "reader": {"alive": hub.reader_alive(), "lag_seconds": round(hub.lag_seconds, 3),
+                       "last_read_ok": hub.last_read_ok, "last_error": hub.last_error},
+        }
+
+    # -- control ------------------------------------------------------------------------
+
+    def _listen_forever(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                for command in self.control.listen():
+                    backoff.reset()
+                    self.handle(command)
+            except gevent.GreenletExit:
+                raise
+            except StoreUnavailableError as exc:
+                log.debug("control channel lost: %s", exc)
+            except Exception:
+                log.exception("control channel failed")
+            gevent.sleep(backoff.next_delay())
+
+    def handle(self, command: dict[str, Any]) -> None:
+        """Carry out a command from the control channel if it concerns this worker."""
+        if command.get("op") == "close":
+            subscription = self.hub.subscriptions.get(str(command.get("connection_id")))
+            if subscription is not None:
+                log.info("closing connection %s at an operator's request", subscription.id)
+                subscription.close(CloseReason.KICKED,
+                                   {"retry_ms": self.settings.sse_retry_ms})
+
+    def close_connection(self, connection_id: str) -> dict[str, Any]:
+        """Close a connection wherever it lives. NotFoundError (404) when unknown.
+
+        Waits up to CLOSE_CONFIRM_SECONDS for its worker to confirm; ``closed`` is False
+        when the client has not been let go yet (its final frame is still on the way).
+        """
+        record = self.store.get(connection_id)
+        if record is None:
+            raise NotFoundError(f"No open connection {connection_id!r}.",
+                                details={"connection_id": connection_id},
+                                code="connection_not_found")
+        self.control.send({"op": "close", "connection_id": connection_id})
+        deadline = time.monotonic() + CLOSE_CONFIRM_SECONDS
+        closed = False
+        while time.monotonic() < deadline:
+            if self.store.get(connection_id) is None:
+                closed = True
+                break
+            gevent.sleep(0.05)
+        return {"connection_id": connection_id, "found": True, "closed": closed,
+                "instance": record.get("instance"), "worker": record.get("worker")}
+
+    # -- deployment-wide views ----------------------------------------------------------
+
+    def instances(self) -> list[dict[str, Any]]:
+        """The instances that keep their registration alive."""
+        return self.store.instances()
+
+    def list(self, user: str | None = None, topic: str | None = None,
+             instance: str | None = None, cursor: str | None = None,
+             limit: int = 100) -> dict[str, Any]:
+        """A page of connections across all workers and instances, oldest first."""
+
+        def keep(record: dict[str, Any]) -> bool:
+            return ((user is None or record.get("user") == user)
+                    and (topic is None or topic in record.get("topics", ()))
+                    and (instance is None or record.get("instance") == instance))
+
+        records, next_cursor = self.store.scan(cursor, limit, keep)
+        return {"connections": [_public(record) for record in records],
+                "count": len(records), "next_cursor": next_cursor}
+
+    def stats(self) -> dict[str, Any]:
+        """Connections, message counters, stream and latency figures of the deployment."""
+        snapshots = self.store.worker_snapshots()
+        counters = self.store.counters()
+        by_instance: dict[str, int] = {}
+        by_worker: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        buckets: list[int] | None = None
+        lags: dict[str, float] = {}
+        for snapshot in snapshots:
+            count = snapshot["connections"]
+            by_instance[snapshot["instance"]] = by_instance.get(snapshot["instance"], 0) + count
+            by_worker[snapshot["worker_id"]] = count
+            for kind, number in snapshot["connections_by_kind"].items():
+                by_kind[kind] = by_kind.get(kind, 0) + number
+            window = snapshot["latency_buckets"]
+            buckets = window if buckets is None else [a + b for a, b in zip(buckets, window)]
+            lags[snapshot["worker_id"]] = snapshot["reader"]["lag_seconds"]
+        buckets = buckets or []
+        p50, p99 = percentile(buckets, 0.5), percentile(buckets, 0.99)
+        return {
+            "connections": {"total": sum(by_worker.values()), "by_instance": by_instance,
+                            "by_worker": by_worker, "by_kind": by_kind},
+            "messages": {
+                "published": counters.get("published", 0),
+                "delivered": counters.get("delivered", 0),
+                "failed": counters.get("publish_failed", 0),
+                "slow_consumer_disconnects": counters.get("slow_consumers", 0),
+                "replayed": counters.get("replayed", 0),
+                "history_lost": counters.get("history_lost", 0),
+            },
+            "stream": {"length": self.hub.store.length(),
+                       "reader_lag_seconds": {"max": max(lags.values(), default=0.0),
+                                              "by_worker": lags}},
+            "latency": {"window_seconds": 60, "samples": sum(buckets),
+                        "p50_ms": None if p50 is None else p50 * 1000,
+                        "p99_ms": None if p99 is None else p99 * 1000},
+            "workers": len(snapshots),
+            "as_of": time.time(),
+        }
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "connection_id": record.get("connection_id"),
+        "instance": record.get("instance"),
+        "worker": record.get("worker"),
+        "kind": record.get("kind"),
+        "user": record.get("user"),
+        "topics": record.get("topics", []),
+        "remote_addr": record.get("remote_addr") or None,
+        "user_agent": record.get("user_agent") or None,
+        "connected_at": record.get("connected_at"),
+        "frames_sent": record.get("frames_sent", 0),
+        "last_event_id": record.get("last_event_id"),
+    }
