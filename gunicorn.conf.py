@@ -5,7 +5,9 @@ master at once, all of them listed.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 from pushservice.capacity import ConnectionBudget
 from pushservice.errors import SettingsError
@@ -16,6 +18,14 @@ try:
 except SettingsError as exc:
     sys.stderr.write(f"pushservice: {exc}\n")
     raise SystemExit(2) from None
+
+# Prometheus multiprocess mode: every worker writes its values into this folder and
+# /metrics adds them up. prometheus_client reads the variable when the workers import
+# it, so it is set here, in the master, before any worker starts; the folder starts empty.
+_metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="pushservice-metrics-")
+shutil.rmtree(_metrics_dir, ignore_errors=True)
+os.makedirs(_metrics_dir, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 bind = [f"0.0.0.0:{settings.service_port}"]
 workers = settings.workers
@@ -72,5 +82,22 @@ def worker_int(worker):
         service.shutdown(spread_seconds=0)
 
 
+def worker_exit(server, worker):
+    service = worker.wsgi.extensions.get("pushservice") if hasattr(worker, "wsgi") else None
+    if service is not None:
+        service.registry.stop()
+
+
 def child_exit(server, worker):
+    from pushservice.metrics import mark_process_dead
+
     _budget.release_slot(worker.budget_slot)
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    from pushservice.instances import deregister_instance
+
+    deregister_instance(settings)
+    if not settings.prometheus_multiproc_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
