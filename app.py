@@ -7,9 +7,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from gevent.pywsgi import WSGIServer  # noqa: E402
+from gevent.pywsgi import WSGIServer
 
-from pushservice import create_app  # noqa: E402
+from pushservice import create_app
 
 
 def main() -> None:
