@@ -4,6 +4,7 @@ Run: ``gunicorn -c gunicorn.conf.py wsgi:app``. Invalid environment variables st
 master at once, all of them listed.
 """
 
+import glob
 import os
 import shutil
 import sys
@@ -89,10 +90,11 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    from pushservice.metrics import mark_process_dead
-
     _budget.release_slot(worker.budget_slot)
-    mark_process_dead(worker.pid)
+    # prometheus_client's mark_process_dead, without importing it (or anything that
+    # imports ssl) into the master: workers forked later must patch gevent cleanly.
+    for path in glob.glob(os.path.join(_metrics_dir, f"gauge_live*_{worker.pid}.db")):
+        os.remove(path)
 
 
 def on_exit(server):

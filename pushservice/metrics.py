@@ -17,7 +17,6 @@ import random
 import gevent
 from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
 
 from .errors import ForbiddenError
@@ -43,16 +42,6 @@ _COUNTER_MAP = {
     "connections_opened": "connections_opened",
     "connections_closed": "connections_closed",
 }
-
-
-def multiprocess_enabled() -> bool:
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
-def mark_process_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (gunicorn's child_exit hook)."""
-    if multiprocess_enabled():
-        prometheus_multiprocess.mark_process_dead(pid)
 
 
 class PushMetrics:
