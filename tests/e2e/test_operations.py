@@ -288,10 +288,10 @@ class _Gateway(http.server.ThreadingHTTPServer):
                 self.send_response(204)
                 self.end_headers()
 
-            def do_PUT(self):  # noqa: N802 (http.server's naming)
+            def do_PUT(self):
                 self._record("PUT")
 
-            def do_DELETE(self):  # noqa: N802
+            def do_DELETE(self):
                 self._record("DELETE")
 
             def log_message(self, *args):
@@ -323,7 +323,7 @@ def test_instances_register_in_redis_and_with_the_gateway(service):
         other = service(redis_url=instance.redis_url, INSTANCE_NAME="gw-two", **FAST_REGISTRY)
         puts = _eventually(lambda: len(gateway.seen("PUT")) >= 2 and gateway.seen("PUT"),
                            timeout=15)
-        method, path, body = puts[0]
+        _, path, body = puts[0]
         assert path == "/registry/services/pushservice/instances/gw-one"
         assert body["instance"] == "gw-one" and body["port"] == instance.port
         assert body["health_url"].endswith(f":{instance.port}/health")
