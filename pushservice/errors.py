@@ -7,6 +7,7 @@ Flask's own HTTP errors and for unexpected exceptions (logged, answered with a g
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -90,30 +91,26 @@ class UnsupportedMediaTypeError(PushServiceError):
     code = "unsupported_media_type"
 
 
-class TooManyRequestsError(PushServiceError):
+class RetryLaterError(PushServiceError):
+    """An error that tells the client when to try again (``Retry-After``, seconds)."""
+
+    def __init__(self, message: str, retry_after: float = 1, details: Any = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, details, code)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyRequestsError(RetryLaterError):
     status = 429
     code = "too_many_requests"
 
-    def __init__(self, message: str, retry_after: float = 1, details: Any = None,
-                 code: str | None = None) -> None:
-        super().__init__(message, details, code)
-        self.retry_after = max(1, int(retry_after + 0.999))
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
-
-class ServiceUnavailableError(PushServiceError):
+class ServiceUnavailableError(RetryLaterError):
     status = 503
     code = "service_unavailable"
-
-    def __init__(self, message: str, retry_after: float = 1, details: Any = None,
-                 code: str | None = None) -> None:
-        super().__init__(message, details, code)
-        self.retry_after = max(1, int(retry_after + 0.999))
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class StoreUnavailableError(ServiceUnavailableError):

@@ -186,14 +186,7 @@ class RegistryStore:
     @translate_errors
     def worker_snapshots(self) -> list[dict[str, Any]]:
         """Snapshots of the workers that are alive (renewed within their TTL)."""
-        client = self.connections.command
-        now_ms = int(time.time() * 1000)
-        client.zremrangebyscore(self.keys.workers, "-inf", now_ms)
-        ids = [i.decode() for i in client.zrange(self.keys.workers, 0, -1)]
-        if not ids:
-            return []
-        raws = client.mget([self.keys.worker(worker_id) for worker_id in ids])
-        return [orjson.loads(raw) for raw in raws if raw]
+        return self._live_records(self.keys.workers, self.keys.worker)
 
     @translate_errors
     def counters(self) -> dict[str, int]:
@@ -217,12 +210,17 @@ class RegistryStore:
 
     @translate_errors
     def instances(self) -> list[dict[str, Any]]:
+        """The instances whose registration is alive."""
+        return self._live_records(self.keys.instances, self.keys.instance)
+
+    def _live_records(self, index_key: str, record_key) -> list[dict[str, Any]]:
+        """The JSON records of an index scored by expiry time, dropping expired ones."""
         client = self.connections.command
-        client.zremrangebyscore(self.keys.instances, "-inf", int(time.time() * 1000))
-        names = [n.decode() for n in client.zrange(self.keys.instances, 0, -1)]
+        client.zremrangebyscore(index_key, "-inf", int(time.time() * 1000))
+        names = [name.decode() for name in client.zrange(index_key, 0, -1)]
         if not names:
             return []
-        raws = client.mget([self.keys.instance(name) for name in names])
+        raws = client.mget([record_key(name) for name in names])
         return [orjson.loads(raw) for raw in raws if raw]
 
     @translate_errors
