@@ -125,6 +125,10 @@ class StreamSession:
     releases the connection's budget, whether or not the body was ever iterated.
     """
 
+    __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_newest", "epoch",
+                 "expires_at", "heartbeat_events", "hub", "on_close", "plan", "replayed",
+                 "settings", "start", "store", "subscription", "topics")
+
     def __init__(self, hub: Hub, store: Store, settings: Settings,
                  subscription: Subscription, plan: ResumePlan,
                  heartbeat_events: bool = False, expires_at: float | None = None,
@@ -145,12 +149,15 @@ class StreamSession:
         self._client_id = plan.last_event_id
         self._body: Iterator[bytes] | None = None
         self._closed = False
+        # What the chunk being written carries: message frames, and the newest entry.
+        self._delivered = 0
+        self._newest: Entry | None = None
 
     # -- the WSGI iterable --------------------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
         if self._body is None:
-            self._body = self._timed_writes()
+            self._body = self._stream()
         return self._body
 
     def close(self) -> None:
@@ -164,21 +171,55 @@ class StreamSession:
         if self.on_close is not None:
             self.on_close(self)
 
-    def _timed_writes(self) -> Iterator[bytes]:
-        """Yield each chunk under a write deadline: a client that stops reading is cut
-        off after WRITE_TIMEOUT_SECONDS instead of pinning its greenlet forever."""
+    def _stream(self) -> Iterator[bytes]:
+        """Everything the client receives, each chunk under a write deadline: a client
+        that stops reading is cut off after WRITE_TIMEOUT_SECONDS instead of pinning its
+        greenlet forever.
+
+        The live loop runs in this one generator, not in nested ones: every level of
+        nesting would be saved with the greenlet's stack while it waits, for each of
+        thousands of idle connections.
+        """
+        subscription = self.subscription
         deadline = Timeout(self.settings.write_timeout_seconds, ClientTooSlowError())
         try:
-            for chunk in self._chunks():
-                deadline.start()
-                yield chunk
-                deadline.cancel()
+            try:
+                for chunk in self._opening():
+                    deadline.start()
+                    yield chunk
+                    deadline.cancel()
+            except StoreUnavailableError as exc:
+                log.warning("stream %s ends: %s", subscription.id, exc)
+                subscription.close("unavailable", {"retry_ms": self.settings.sse_retry_ms})
+            queue = subscription.queue
+            while True:
+                if self.expires_at is not None and time.time() >= self.expires_at:
+                    subscription.close(CloseReason.TOKEN_EXPIRED,
+                                       {"retry_ms": self.settings.sse_retry_ms})
+                if subscription.closing is not None:
+                    deadline.start()
+                    yield self._final_frame(subscription.closing, subscription.close_detail)
+                    deadline.cancel()
+                    return
+                try:
+                    first = queue.get(timeout=self._time_left())
+                except Empty:
+                    subscription.close(CloseReason.TOKEN_EXPIRED,
+                                       {"retry_ms": self.settings.sse_retry_ms})
+                    continue
+                chunk = self._live_chunk(first)
+                if chunk:
+                    deadline.start()
+                    yield chunk
+                    deadline.cancel()
+                    self._written()
         finally:
             deadline.close()
 
     # -- what the client receives -------------------------------------------------------
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _opening(self) -> Iterator[bytes]:
+        """The greeting, then what the client missed."""
         subscription = self.subscription
         greeting = {"connection_id": subscription.id,
                     "instance": self.settings.instance_name, "worker": subscription.pid,
@@ -200,17 +241,12 @@ class StreamSession:
                 lost["resumes_from"] = self.start.event_id
             head.append(encode_json_frame(lost, "history-lost"))
         yield b"".join(head)
-        try:
-            if self.plan.replay_after is not None:
-                complete = yield from self._replay(self.plan.replay_after)
-                if complete:
-                    moved = self._position_after_replay()
-                    if moved is not None:
-                        yield moved
-            yield from self._live()
-        except StoreUnavailableError as exc:
-            log.warning("stream %s ends: %s", subscription.id, exc)
-            yield self._final_frame("unavailable", {"retry_ms": self.settings.sse_retry_ms})
+        if self.plan.replay_after is not None:
+            complete = yield from self._replay(self.plan.replay_after)
+            if complete:
+                moved = self._position_after_replay()
+                if moved is not None:
+                    yield moved
 
     def _replay(self, after: tuple[int, int]) -> Generator[bytes, None, bool]:
         """Send what the client missed, page by page. Returns False when it stopped at
@@ -255,52 +291,47 @@ class StreamSession:
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
         return True
 
-    def _live(self) -> Iterator[bytes]:
+    def _live_chunk(self, first: object) -> bytes | None:
+        """Everything waiting in the queue (``first`` and what came after it) as one
+        chunk: one write however many frames were waiting."""
         subscription = self.subscription
         queue = subscription.queue
-        pending = queue.queue  # the deque behind the gevent queue: drained in one go
+        items = [first]
+        pending = queue.queue  # the deque behind the gevent queue
+        while pending:
+            items.append(queue.get_nowait())
         named = subscription.named
-        stats = self.hub.stats
-        while True:
-            if self.expires_at is not None and time.time() >= self.expires_at:
-                subscription.close(CloseReason.TOKEN_EXPIRED,
-                                   {"retry_ms": self.settings.sse_retry_ms})
-            if subscription.closing is not None:
-                yield self._final_frame(subscription.closing, subscription.close_detail)
-                return
-            try:
-                first = queue.get(timeout=self._time_left())
-            except Empty:
-                subscription.close(CloseReason.TOKEN_EXPIRED,
-                                   {"retry_ms": self.settings.sse_retry_ms})
-                continue
-            items = [first]
-            while pending:
-                items.append(queue.get_nowait())
-            frames: list[bytes] = []
-            newest: Entry | None = None
-            delivered = 0
-            for item in items:
-                if type(item) is Entry:
-                    if item.epoch != self.epoch:
-                        frames.append(self._epoch_changed(item))
-                    elif (item.ms, item.seq) <= subscription.last_key:
-                        continue  # already replayed
-                    frames.append(item.frame(named))
-                    subscription.last_key = (item.ms, item.seq)
-                    newest = item
-                    delivered += 1
-                elif type(item) is Heartbeat:
-                    frames.append(self._heartbeat(item.position))
-                elif item is not WAKE:
-                    log.error("unexpected item in stream queue: %r", item)
-            if frames:
-                yield b"".join(frames)
-                if newest is not None:
-                    # Written: count it, and how long it took since Redis took it in.
-                    subscription.frames_sent += delivered
-                    stats.delivered += delivered
-                    stats.observe_latency(time.time() - newest.ms / 1000)
+        frames: list[bytes] = []
+        newest: Entry | None = None
+        delivered = 0
+        for item in items:
+            if type(item) is Entry:
+                if item.epoch != self.epoch:
+                    frames.append(self._epoch_changed(item))
+                elif (item.ms, item.seq) <= subscription.last_key:
+                    continue  # already replayed
+                frames.append(item.frame(named))
+                subscription.last_key = (item.ms, item.seq)
+                newest = item
+                delivered += 1
+            elif type(item) is Heartbeat:
+                frames.append(self._heartbeat(item.position))
+            elif item is not WAKE:
+                log.error("unexpected item in stream queue: %r", item)
+        self._delivered = delivered
+        self._newest = newest
+        return b"".join(frames) if frames else None
+
+    def _written(self) -> None:
+        """The chunk went out: count its frames and how long they took since Redis took
+        the newest of them in."""
+        if self._newest is not None:
+            delivered = self._delivered
+            self.subscription.frames_sent += delivered
+            stats = self.hub.stats
+            stats.delivered += delivered
+            stats.observe_latency(time.time() - self._newest.ms / 1000)
+            self._newest = None
 
     # -- individual frames --------------------------------------------------------------
 

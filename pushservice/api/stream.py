@@ -89,8 +89,25 @@ def _open_stream(kind: str, topics: list[str], user: str | None) -> Response:
     session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
                             heartbeat_events=_flag("heartbeat_events"),
                             on_close=lambda ended: service.release(ended.subscription))
-    response = Response(session, mimetype="text/event-stream", headers=_STREAM_HEADERS,
-                        direct_passthrough=True)
+    response = EventStreamResponse(session, headers=_STREAM_HEADERS, direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     return response
+
+
+class EventStreamResponse(Response):
+    """Hands the session to the server as the WSGI iterable itself.
+
+    The default response wraps its body in another iterator and keeps itself, its
+    headers and the parsed request alive for as long as the stream lasts; a stream
+    lasts hours and a worker holds thousands, so let all of that go once the headers
+    are out. The server calls ``session.close()`` when the stream ends.
+    """
+
+    def __call__(self, environ, start_response):
+        app_iter, status, headers = self.get_wsgi_response(environ)
+        start_response(status, headers)
+        environ.pop("werkzeug.request", None)
+        if app_iter is not self.response:  # HEAD: no body, so end the session now
+            self.close()
+        return app_iter
 
