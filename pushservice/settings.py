@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -21,6 +21,20 @@ from .errors import SettingsError
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Algorithms a token may be signed with. "none" is never accepted.
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+# RFC 7518 3.2: an HMAC key at least as long as the hash.
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# Placeholders seen in examples and templates: a service signed with one is open to all.
+_EXAMPLE_SECRETS = frozenset({
+    "your-secret-key", "your_secret_key", "your-jwt-secret", "your_jwt_secret",
+    "your-secret-key-here", "jwt-secret", "jwt_secret", "jwt-secret-key", "secret",
+    "secret-key", "secret_key", "changeme", "change-me", "change_me", "changeit",
+    "please-change-me", "your-256-bit-secret", "supersecret", "super-secret-key",
+})
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -43,14 +57,34 @@ class Settings:
     heartbeat_interval: float = 30.0
     message_ttl: int = 3600
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
-    jwt_secret: str = ""
+    jwt_secret: str = field(default="", repr=False)
     enable_auth: bool = True
+    # Accepted signing algorithms; HS* verify with jwt_secret, the others with
+    # jwt_public_key (PEM text).
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_key: str = ""
+    # When set, tokens must carry this issuer / one of these audiences; when the audience
+    # is unset, a token that names one is refused.
+    jwt_issuer: str = ""
+    jwt_audience: tuple[str, ...] = ()
+    # Clock skew tolerated on exp, nbf and iat; a stream closes at exp + leeway.
+    jwt_leeway_seconds: float = 10.0
+    auth_cookie_name: str = "pushservice_token"
     stream_key_prefix: str = "pushservice"
     stream_max_length: int = 1_000_000
     connection_queue_size: int = 1000
     max_message_bytes: int = 64 * 1024
     max_request_bytes: int = 8 * 1024 * 1024
     max_batch_size: int = 1000
+    max_channels_per_connection: int = 100
+    # Channels, user, session and target values, client message ids.
+    max_name_length: int = 128
+    # Distinct topics one message's target may name.
+    max_topics_per_message: int = 100
+    # Token bucket per publishing service, counted in Redis across instances: messages
+    # per second (0 means no limit) and the most it may send at once.
+    publish_rate_per_service: float = 1000.0
+    publish_burst_per_service: int = 5000
     replay_max_messages: int = 10_000
     write_timeout_seconds: float = 10.0
     shutdown_grace_seconds: float = 10.0
@@ -93,6 +127,13 @@ class Settings:
             "cors_origins": reader.origins("CORS_ORIGINS", DEFAULT_CORS_ORIGINS),
             "jwt_secret": env.get("JWT_SECRET", ""),
             "enable_auth": reader.boolean("ENABLE_AUTH", True),
+            "jwt_algorithms": reader.algorithms("JWT_ALGORITHMS", ("HS256",)),
+            "jwt_public_key": reader.public_key("JWT_PUBLIC_KEY"),
+            "jwt_issuer": env.get("JWT_ISSUER", "").strip(),
+            "jwt_audience": reader.words("JWT_AUDIENCE"),
+            "jwt_leeway_seconds": reader.number("JWT_LEEWAY_SECONDS", 10.0, minimum=0,
+                                                maximum=300),
+            "auth_cookie_name": reader.cookie_name("AUTH_COOKIE_NAME", "pushservice_token"),
             "stream_key_prefix": reader.name("STREAM_KEY_PREFIX", "pushservice"),
             "stream_max_length": reader.integer("STREAM_MAX_LENGTH", 1_000_000, minimum=100),
             "connection_queue_size": reader.integer(
@@ -103,6 +144,16 @@ class Settings:
                 "MAX_REQUEST_BYTES", 8 * 1024 * 1024, minimum=1024
             ),
             "max_batch_size": reader.integer("MAX_BATCH_SIZE", 1000, minimum=1),
+            "max_channels_per_connection": reader.integer(
+                "MAX_CHANNELS_PER_CONNECTION", 100, minimum=1, maximum=10_000),
+            "max_name_length": reader.integer("MAX_NAME_LENGTH", 128, minimum=8,
+                                              maximum=1024),
+            "max_topics_per_message": reader.integer("MAX_TOPICS_PER_MESSAGE", 100,
+                                                     minimum=1, maximum=10_000),
+            "publish_rate_per_service": reader.number("PUBLISH_RATE_PER_SERVICE", 1000.0,
+                                                      minimum=0),
+            "publish_burst_per_service": reader.integer("PUBLISH_BURST_PER_SERVICE", 5000,
+                                                        minimum=1),
             "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", 10_000, minimum=1),
             "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             "shutdown_grace_seconds": reader.number(
@@ -139,6 +190,16 @@ class Settings:
                 "REGISTRY_TTL_SECONDS must be at least twice REGISTRY_REFRESH_SECONDS "
                 f"({values['registry_refresh_seconds']})"
             )
+        if (values["publish_rate_per_service"]
+                and values["publish_burst_per_service"] < values["max_batch_size"]):
+            reader.problems.append(
+                f"PUBLISH_BURST_PER_SERVICE={values['publish_burst_per_service']}: expected "
+                f"at least MAX_BATCH_SIZE ({values['max_batch_size']}), or no full batch "
+                "could ever be published")
+        reader.problems.extend(auth_problems(
+            values["enable_auth"], values["jwt_algorithms"], values["jwt_secret"],
+            # An unreadable key file is reported above, not a second time as missing.
+            values["jwt_public_key"] or env.get("JWT_PUBLIC_KEY", "").strip()))
         if reader.problems:
             raise SettingsError(reader.problems)
         return cls(**values)
@@ -167,6 +228,42 @@ class Settings:
     def worker_connections(self) -> int:
         """Greenlets per worker: room for every stream of the instance plus API calls."""
         return self.max_connections + 1000
+
+
+def secret_problem(secret: str, algorithms: tuple[str, ...] = ("HS256",)) -> str | None:
+    """Why ``secret`` must not sign tokens with ``algorithms``, or None when it may."""
+    minimum = max((MIN_SECRET_BYTES.get(alg, 32) for alg in algorithms), default=32)
+    how = f"at least {minimum} random bytes (openssl rand -hex {minimum})"
+    if not secret:
+        return f"JWT_SECRET is empty: set it to {how}"
+    if secret.strip().lower() in _EXAMPLE_SECRETS:
+        return ("JWT_SECRET is an example value from documentation: anyone could sign "
+                f"tokens with it; set it to {how}")
+    if len(secret.encode()) < minimum:
+        return f"JWT_SECRET is {len(secret.encode())} bytes: expected {how}"
+    if len(set(secret)) < 8:
+        return f"JWT_SECRET repeats a few characters: expected {how}"
+    return None
+
+
+def auth_problems(enable_auth: bool, algorithms: tuple[str, ...], secret: str,
+                  public_key: str) -> list[str]:
+    """What stops authentication from working with these settings (nothing when it is
+    disabled)."""
+    if not enable_auth:
+        return []
+    problems = []
+    hmac = tuple(alg for alg in algorithms if alg in HMAC_ALGORITHMS)
+    if hmac:
+        problem = secret_problem(secret, hmac)
+        if problem:
+            problems.append(problem + " (or set ENABLE_AUTH=false to run without "
+                            "authentication)")
+    asymmetric = [alg for alg in algorithms if alg in PUBLIC_KEY_ALGORITHMS]
+    if asymmetric and not public_key:
+        problems.append(f"JWT_PUBLIC_KEY is empty: JWT_ALGORITHMS names {', '.join(asymmetric)}, "
+                        "which verify with a public key (PEM text or a file path)")
+    return problems
 
 
 def _default_instance_name(env: Mapping[str, str]) -> str:
@@ -222,12 +319,13 @@ class _EnvReader:
         value = self._parse(name, default, int, "an integer")
         return self._in_range(name, value, default, minimum, maximum)
 
-    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+    def number(self, name: str, default: float, minimum: float | None = None,
+               maximum: float | None = None) -> float:
         value = self._parse(name, default, float, "a number")
         if not math.isfinite(value):
             self.problems.append(f"{name}={value!r}: expected a finite number")
             return default
-        return self._in_range(name, value, default, minimum, None)
+        return self._in_range(name, value, default, minimum, maximum)
 
     def _in_range(self, name, value, default, minimum, maximum):
         if minimum is not None and value < minimum:
@@ -305,3 +403,55 @@ class _EnvReader:
             name, default, convert,
             'a JSON list of origins like ["http://localhost:3000"] or a comma-separated list',
         )
+
+    def words(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list; empty when unset."""
+        raw = self.env.get(name, "")
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def algorithms(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        known = HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS
+        by_upper = {alg.upper(): alg for alg in known}
+
+        def convert(raw: str) -> tuple[str, ...]:
+            chosen = []
+            for item in raw.split(","):
+                if item.strip():
+                    alg = by_upper.get(item.strip().upper())
+                    if alg is None:
+                        raise ValueError(item)
+                    chosen.append(alg)
+            if not chosen:
+                raise ValueError(raw)
+            return tuple(dict.fromkeys(chosen))
+
+        return self._parse(name, default, convert,
+                           "a comma-separated list of " + ", ".join(known)
+                           + ' ("none" is never accepted)')
+
+    def public_key(self, name: str) -> str:
+        """PEM text (literal \\n sequences allowed) or the path of a PEM file."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return ""
+        if raw.startswith("-----BEGIN"):
+            return raw.replace("\\n", "\n") if "\n" not in raw else raw
+        try:
+            with open(raw, encoding="ascii") as handle:
+                text = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problems.append(f"{name}={raw!r}: expected PEM text or a readable PEM "
+                                 f"file ({exc})")
+            return ""
+        if not text.startswith("-----BEGIN"):
+            self.problems.append(f"{name}={raw!r}: the file holds no PEM public key")
+            return ""
+        return text
+
+    def cookie_name(self, name: str, default: str) -> str:
+        def convert(raw: str) -> str:
+            if not _COOKIE_NAME.fullmatch(raw):
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, default, convert, "1-64 letters, digits, '-', '_' or '.'")

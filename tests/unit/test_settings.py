@@ -10,15 +10,24 @@ from redis.connection import parse_url
 from pushservice.errors import SettingsError
 from pushservice.settings import Settings
 
+# Authentication is on by default, and the service refuses to start without a strong
+# secret: tests about other settings give it one.
+SECRET = "0123456789abcdef0123456789abcdef-settings"
+
+
+def from_env(env: dict[str, str]) -> Settings:
+    """Settings.from_env with a strong JWT_SECRET unless ``env`` sets its own."""
+    return Settings.from_env({"JWT_SECRET": SECRET, **env})
+
 
 def problems_of(env: dict[str, str]) -> list[str]:
     with pytest.raises(SettingsError) as caught:
-        Settings.from_env(env)
+        from_env(env)
     return caught.value.problems
 
 
 def test_defaults_match_the_specification():
-    settings = Settings.from_env({})
+    settings = from_env({})
 
     assert settings.redis_url == "redis://localhost:6379/2"
     assert settings.redis_configured is False
@@ -27,12 +36,12 @@ def test_defaults_match_the_specification():
     assert settings.heartbeat_interval == 30
     assert settings.message_ttl == 3600
     assert settings.cors_origins == ("http://localhost:3000",)
-    assert settings.jwt_secret == ""
+    assert Settings().jwt_secret == ""
     assert settings.enable_auth is True
 
 
 def test_defaults_of_the_other_settings():
-    settings = Settings.from_env({})
+    settings = from_env({})
 
     assert settings.workers >= 1
     assert settings.stream_key_prefix == "pushservice"
@@ -51,13 +60,13 @@ MACHINE_DEPENDENT = {"workers", "instance_name"}
 
 
 def test_from_env_defaults_equal_the_dataclass_defaults():
-    from_env = dataclasses.asdict(Settings.from_env({}))
-    plain = dataclasses.asdict(Settings())
+    parsed = dataclasses.asdict(from_env({}))
+    plain = dataclasses.asdict(Settings(jwt_secret=SECRET))
     for name in MACHINE_DEPENDENT:
-        from_env.pop(name, None)
+        parsed.pop(name, None)
         plain.pop(name, None)
 
-    assert from_env == plain
+    assert parsed == plain
 
 
 def test_every_variable_is_parsed():
@@ -88,7 +97,7 @@ def test_every_variable_is_parsed():
         "EMBEDDED_REDIS_DIR": "/tmp/pushservice-redis",
     }
 
-    settings = dataclasses.asdict(Settings.from_env(env))
+    settings = dataclasses.asdict(from_env(env))
 
     expected = {
         "redis_url": "redis://cache.internal:6380/5",
@@ -121,7 +130,7 @@ def test_every_variable_is_parsed():
 
 
 def test_values_are_stripped_and_blank_values_mean_the_default():
-    settings = Settings.from_env({"SERVICE_PORT": " 9001 ", "MESSAGE_TTL": "  ",
+    settings = from_env({"SERVICE_PORT": " 9001 ", "MESSAGE_TTL": "  ",
                                   "MAX_CONNECTIONS": ""})
 
     assert settings.service_port == 9001
@@ -134,7 +143,7 @@ def test_values_are_stripped_and_blank_values_mean_the_default():
     ("0", False), ("false", False), ("False", False), ("no", False), ("off", False),
 ])
 def test_enable_auth_accepts_the_usual_spellings(raw, expected):
-    assert Settings.from_env({"ENABLE_AUTH": raw}).enable_auth is expected
+    assert from_env({"ENABLE_AUTH": raw}).enable_auth is expected
 
 
 def test_several_bad_variables_are_reported_together():
@@ -159,7 +168,7 @@ def test_several_bad_variables_are_reported_together():
 
 def test_settings_error_message_lists_every_problem():
     with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"SERVICE_PORT": "70000", "MESSAGE_TTL": "1.5"})
+        from_env({"SERVICE_PORT": "70000", "MESSAGE_TTL": "1.5"})
 
     message = str(caught.value)
     assert message.startswith("invalid settings:")
@@ -208,25 +217,25 @@ def test_request_limit_below_message_limit_is_reported():
 
 
 def test_cors_origins_as_a_json_list():
-    settings = Settings.from_env(
+    settings = from_env(
         {"CORS_ORIGINS": '["http://localhost:3000", "https://app.example.com/"]'})
 
     assert settings.cors_origins == ("http://localhost:3000", "https://app.example.com")
 
 
 def test_cors_origins_comma_separated():
-    settings = Settings.from_env(
+    settings = from_env(
         {"CORS_ORIGINS": "http://localhost:3000, https://app.example.com/ ,"})
 
     assert settings.cors_origins == ("http://localhost:3000", "https://app.example.com")
 
 
 def test_cors_origins_wildcard():
-    assert Settings.from_env({"CORS_ORIGINS": "*"}).cors_origins == ("*",)
+    assert from_env({"CORS_ORIGINS": "*"}).cors_origins == ("*",)
 
 
 def test_redis_url_wins_over_host_port_password_db():
-    settings = Settings.from_env({
+    settings = from_env({
         "REDIS_URL": "rediss://cache.example.com:6390/7",
         "REDIS_HOST": "ignored", "REDIS_PORT": "1", "REDIS_DB": "3",
     })
@@ -236,7 +245,7 @@ def test_redis_url_wins_over_host_port_password_db():
 
 
 def test_redis_host_port_password_db_build_the_url():
-    settings = Settings.from_env({"REDIS_HOST": "redis.internal", "REDIS_PORT": "6380",
+    settings = from_env({"REDIS_HOST": "redis.internal", "REDIS_PORT": "6380",
                                   "REDIS_PASSWORD": "p@ss:w/rd", "REDIS_DB": "4"})
 
     assert settings.redis_configured is True
@@ -245,20 +254,20 @@ def test_redis_host_port_password_db_build_the_url():
 
 
 def test_redis_host_alone_keeps_the_default_port_and_db():
-    settings = Settings.from_env({"REDIS_HOST": "redis.internal"})
+    settings = from_env({"REDIS_HOST": "redis.internal"})
 
     assert settings.redis_url == "redis://redis.internal:6379/2"
     assert settings.redis_configured is True
 
 
 def test_unix_socket_url_is_accepted():
-    settings = Settings.from_env({"REDIS_URL": "unix:///run/redis.sock?db=2"})
+    settings = from_env({"REDIS_URL": "unix:///run/redis.sock?db=2"})
 
     assert settings.redis_url == "unix:///run/redis.sock?db=2"
 
 
 def test_ipv6_redis_host_builds_a_usable_url():
-    settings = Settings.from_env({"REDIS_HOST": "::1", "REDIS_PORT": "6380"})
+    settings = from_env({"REDIS_HOST": "::1", "REDIS_PORT": "6380"})
 
     parsed = parse_url(settings.redis_url)
     assert (parsed["host"], parsed["port"]) == ("::1", 6380)
@@ -275,14 +284,14 @@ def test_redis_url_redacted_hides_passwords(url, shown):
 
 
 def test_redis_password_from_the_environment_is_redacted():
-    settings = Settings.from_env({"REDIS_PASSWORD": "hunter2"})
+    settings = from_env({"REDIS_PASSWORD": "hunter2"})
 
     assert "hunter2" in settings.redis_url
     assert "hunter2" not in settings.redis_url_redacted
 
 
 def test_redis_url_redacted_hides_a_password_query_parameter():
-    settings = Settings.from_env({"REDIS_URL": "redis://localhost:6379/2?password=hunter2"})
+    settings = from_env({"REDIS_URL": "redis://localhost:6379/2?password=hunter2"})
 
     assert parse_url(settings.redis_url)["password"] == "hunter2"
     assert "hunter2" not in settings.redis_url_redacted
@@ -299,8 +308,107 @@ def test_settings_are_frozen_and_replace_returns_a_copy():
 
 
 def test_default_instance_name_is_a_plain_name_ending_in_the_port():
-    settings = Settings.from_env({"SERVICE_PORT": "9100"})
+    settings = from_env({"SERVICE_PORT": "9100"})
 
     assert settings.instance_name.endswith("-9100")
-    assert Settings.from_env({"INSTANCE_NAME": settings.instance_name}).instance_name == (
+    assert from_env({"INSTANCE_NAME": settings.instance_name}).instance_name == (
         settings.instance_name)
+
+
+# -- authentication, CORS and limits ------------------------------------------------------
+
+GOOD_SECRET = "3f9a1c7e5b2d8f604a1e9c3b7d5f2a8e"  # 32 bytes, random-looking
+
+
+def _auth_problems(env: dict[str, str]) -> str:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    return "\n".join(caught.value.problems)
+
+
+@pytest.mark.parametrize("secret, expected", [
+    ("", "JWT_SECRET is empty"),
+    ("short-secret", "JWT_SECRET is 12 bytes: expected at least 32"),
+    ("your-secret-key", "example value"),
+    ("CHANGEME", "example value"),
+    ("a" * 40, "repeats a few characters"),
+])
+def test_auth_on_refuses_to_start_with_a_weak_secret(secret, expected):
+    problems = _auth_problems({"JWT_SECRET": secret})
+    assert expected in problems
+    assert "ENABLE_AUTH=false" in problems  # says how to run without tokens instead
+
+
+def test_a_good_secret_starts_and_auth_is_the_default():
+    settings = Settings.from_env({"JWT_SECRET": GOOD_SECRET})
+    assert settings.enable_auth
+    assert settings.jwt_algorithms == ("HS256",)
+    assert GOOD_SECRET not in repr(settings)
+
+
+def test_longer_hashes_need_longer_secrets():
+    assert "expected at least 64" in _auth_problems({"JWT_SECRET": GOOD_SECRET,
+                                                "JWT_ALGORITHMS": "HS256,HS512"})
+
+
+def test_auth_off_needs_no_secret():
+    settings = Settings.from_env({"ENABLE_AUTH": "false"})
+    assert not settings.enable_auth and settings.jwt_secret == ""
+
+
+@pytest.mark.parametrize("value", ["none", "HS256,none", "HS1", ","])
+def test_jwt_algorithms_is_an_allow_list_without_none(value):
+    assert "JWT_ALGORITHMS" in _auth_problems({"JWT_SECRET": GOOD_SECRET, "JWT_ALGORITHMS": value})
+
+
+def test_public_key_algorithms_need_a_public_key_as_text_or_file(tmp_path):
+    assert "JWT_PUBLIC_KEY is empty" in _auth_problems({"JWT_ALGORITHMS": "RS256"})
+    pem = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----"
+    settings = Settings.from_env({"JWT_ALGORITHMS": "rs256", "JWT_PUBLIC_KEY": pem})
+    assert settings.jwt_algorithms == ("RS256",) and settings.jwt_public_key == pem
+    # A PEM pasted into one line of an env file, with literal \n.
+    escaped = pem.replace("\n", "\\n")
+    assert Settings.from_env({"JWT_ALGORITHMS": "RS256",
+                              "JWT_PUBLIC_KEY": escaped}).jwt_public_key == pem
+    key_file = tmp_path / "public.pem"
+    key_file.write_text(pem + "\n")
+    assert Settings.from_env({"JWT_ALGORITHMS": "RS256",
+                              "JWT_PUBLIC_KEY": str(key_file)}).jwt_public_key == pem
+    problems = _auth_problems({"JWT_ALGORITHMS": "RS256", "JWT_PUBLIC_KEY": str(tmp_path / "no")})
+    assert "readable PEM file" in problems and "is empty" not in problems
+
+
+def test_issuer_audience_leeway_and_cookie_name():
+    settings = Settings.from_env({
+        "JWT_SECRET": GOOD_SECRET, "JWT_ISSUER": "https://login.example",
+        "JWT_AUDIENCE": "pushservice, push", "JWT_LEEWAY_SECONDS": "2.5",
+        "AUTH_COOKIE_NAME": "push_token"})
+    assert settings.jwt_issuer == "https://login.example"
+    assert settings.jwt_audience == ("pushservice", "push")
+    assert settings.jwt_leeway_seconds == 2.5 and settings.auth_cookie_name == "push_token"
+    problems = _auth_problems({"JWT_SECRET": GOOD_SECRET, "JWT_LEEWAY_SECONDS": "3600",
+                          "AUTH_COOKIE_NAME": "a;b"})
+    assert "JWT_LEEWAY_SECONDS" in problems and "AUTH_COOKIE_NAME" in problems
+
+
+def test_limits_have_defaults_and_are_checked():
+    settings = Settings.from_env({"ENABLE_AUTH": "false"})
+    assert settings.max_channels_per_connection == 100
+    assert settings.max_name_length == 128 and settings.max_topics_per_message == 100
+    assert settings.publish_rate_per_service == 1000 and settings.publish_burst_per_service == 5000
+    problems = _auth_problems({"ENABLE_AUTH": "false", "MAX_CHANNELS_PER_CONNECTION": "0",
+                          "MAX_NAME_LENGTH": "x", "PUBLISH_RATE_PER_SERVICE": "-1",
+                          "PUBLISH_BURST_PER_SERVICE": "10"})
+    for name in ("MAX_CHANNELS_PER_CONNECTION", "MAX_NAME_LENGTH", "PUBLISH_RATE_PER_SERVICE",
+                 "PUBLISH_BURST_PER_SERVICE=10: expected at least MAX_BATCH_SIZE"):
+        assert name in problems
+    # Without a rate limit, the burst does not matter.
+    assert Settings.from_env({"ENABLE_AUTH": "false", "PUBLISH_RATE_PER_SERVICE": "0",
+                              "PUBLISH_BURST_PER_SERVICE": "1"}).publish_rate_per_service == 0
+
+
+def test_every_problem_is_reported_together():
+    problems = _auth_problems({"JWT_SECRET": "x", "JWT_ALGORITHMS": "none",
+                          "CORS_ORIGINS": "not a url", "MAX_NAME_LENGTH": "0"})
+    for name in ("JWT_SECRET", "JWT_ALGORITHMS", "CORS_ORIGINS", "MAX_NAME_LENGTH"):
+        assert name in problems
