@@ -29,11 +29,16 @@ _FIELDS = ("id", "timestamp", "type", "service", "source", "target", "data", "me
 # Names that end up in topics, SSE fields, headers and logs: no separators, no control
 # characters, no glob characters; ',' separates channels in URLs and in stored topics.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_.:@-]+")
+DEFAULT_MAX_NAME_LENGTH = 128
+DEFAULT_MAX_TOPICS = 100
+# Validation stops listing problems after this many, so a hostile body cannot make the
+# error response larger than itself.
+MAX_PROBLEMS = 50
 _SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 _TARGET_KEY_PATTERN = re.compile(r"([a-z][a-z0-9_]{0,31})_id")
 _SOURCE_MAX = 128
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +68,11 @@ class Problems:
         self.items: list[dict[str, str]] = []
 
     def add(self, field: str, error: str) -> None:
-        self.items.append({"field": field, "error": error})
+        """Record a problem; beyond MAX_PROBLEMS, one last item says there are more."""
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append({"field": field, "error": error})
+        elif len(self.items) == MAX_PROBLEMS:
+            self.items.append({"field": "", "error": "more problems not listed"})
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -73,12 +82,18 @@ class MessageFactory:
     """Validates raw JSON objects into Messages, filling id, timestamp and metadata.
 
     ``message_ttl`` is the longest a message is kept (seconds) and the default
-    ``metadata.ttl``; ``max_message_bytes`` bounds the encoded message.
+    ``metadata.ttl``; ``max_message_bytes`` bounds the encoded message;
+    ``max_name_length`` bounds target values and message ids; ``max_topics`` bounds the
+    distinct topics a target names.
     """
 
-    def __init__(self, message_ttl: int, max_message_bytes: int) -> None:
+    def __init__(self, message_ttl: int, max_message_bytes: int,
+                 max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+                 max_topics: int = DEFAULT_MAX_TOPICS) -> None:
         self.message_ttl = message_ttl
         self.max_message_bytes = max_message_bytes
+        self.max_name_length = max_name_length
+        self.max_topics = max_topics
         self._ids = MessageIds()
 
     def build(self, raw: Any, broadcast: bool = False, now: float | None = None) -> Message:
@@ -114,10 +129,9 @@ class MessageFactory:
 
         message_id = raw.get("id")
         client_id = message_id is not None
-        if client_id and (
-            not isinstance(message_id, str) or not _MESSAGE_ID_PATTERN.fullmatch(message_id)
-        ):
-            problems.add("id", "must be 1-128 characters of letters, digits, '_', '-', '.', ':', '@'")
+        if client_id and not is_valid_name(message_id, self.max_name_length):
+            problems.add("id", f"must be 1-{self.max_name_length} characters of letters, "
+                         "digits, '_', '-', '.', ':', '@'")
 
         timestamp = raw.get("timestamp")
         if timestamp is not None and not _is_timestamp(timestamp):
@@ -181,6 +195,11 @@ class MessageFactory:
         if not isinstance(target, dict):
             problems.add("target", "must be a JSON object")
             return ()
+        too_many = f"names more than {self.max_topics} topics (MAX_TOPICS_PER_MESSAGE)"
+        if len(target) > self.max_topics:
+            problems.add("target", too_many)
+            return ()
+        longest = self.max_name_length
         topics: list[str] = []
         for key, value in target.items():
             where = f"target.{key}"
@@ -188,10 +207,13 @@ class MessageFactory:
                 channels = value if isinstance(value, list) else [value]
                 if not channels:
                     problems.add(where, "must name at least one channel")
+                if len(channels) > self.max_topics:
+                    problems.add(where, too_many)
+                    continue
                 for channel in channels:
-                    if not isinstance(channel, str) or not NAME_PATTERN.fullmatch(channel):
+                    if not is_valid_name(channel, longest):
                         problems.add(where, "must be a channel name (or a list of them) of "
-                                     "1-128 letters, digits, '_', '-', '.', ':', '@'")
+                                     f"1-{longest} letters, digits, '_', '-', '.', ':', '@'")
                         break
                     topics.append(channel)
                 continue
@@ -203,15 +225,18 @@ class MessageFactory:
                 problems.add(where, "must be a string or an integer")
                 continue
             text = str(value)
-            if not NAME_PATTERN.fullmatch(text):
-                problems.add(where, "must be 1-128 letters, digits, '_', '-', '.', ':', '@'")
+            if not is_valid_name(text, longest):
+                problems.add(where, f"must be 1-{longest} letters, digits, '_', '-', '.', ':', '@'")
                 continue
             topics.append(f"{match.group(1)}:{text}")
         if broadcast:
             return (BROADCAST_TOPIC,)
         if not topics and not any(p["field"].startswith("target") for p in problems.items):
             problems.add("target", "needs at least one routing key: channel, user_id or <name>_id")
-        return tuple(topics)
+        unique = tuple(dict.fromkeys(topics))
+        if len(unique) > self.max_topics:
+            problems.add("target", too_many)
+        return unique
 
     def _metadata(self, metadata: Any, problems: Problems) -> dict[str, Any]:
         if not isinstance(metadata, dict):
@@ -268,6 +293,9 @@ def _is_timestamp(value: Any) -> bool:
     return True
 
 
-def is_valid_name(value: str) -> bool:
-    """True when ``value`` may be used as a channel, user, session or topic value."""
-    return bool(NAME_PATTERN.fullmatch(value))
+def is_valid_name(value: Any, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> bool:
+    """True when ``value`` may be used as a channel, user, session or topic value: a
+    string of 1 to ``max_length`` letters, digits, ``_ - . : @`` (nothing that could end a
+    header, a log line or an SSE field, separate channels or act as a glob)."""
+    return (isinstance(value, str) and 0 < len(value) <= max_length
+            and _NAME_CHARACTERS.fullmatch(value) is not None)
