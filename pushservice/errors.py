@@ -54,15 +54,20 @@ class ValidationError(BadRequestError):
 
 
 class UnauthorizedError(PushServiceError):
+    """No usable credentials. ``error`` is the RFC 6750 error for WWW-Authenticate:
+    "invalid_token" by default, None when the request carried no token at all."""
+
     status = 401
     code = "unauthorized"
 
     def __init__(self, message: str, details: Any = None, code: str | None = None,
-                 error: str = "invalid_token") -> None:
+                 error: str | None = "invalid_token") -> None:
         super().__init__(message, details, code)
         self.error = error
 
     def headers(self) -> dict[str, str]:
+        if self.error is None:
+            return {"WWW-Authenticate": 'Bearer realm="pushservice"'}
         return {"WWW-Authenticate": f'Bearer realm="pushservice", error="{self.error}"'}
 
 

@@ -120,6 +120,10 @@ class PushMetrics:
         return Response(content, content_type=content_type)
 
     def _check_access(self) -> None:
+        if self.settings.metrics_require_admin:
+            from .auth import admin_only
+
+            admin_only()
         networks = self.settings.metrics_allowed_networks
         if networks:
             address = ipaddress.ip_address(request.remote_addr or "0.0.0.0")

@@ -1,4 +1,5 @@
-"""The Flask extension that owns one app's store, hub, registry, metrics and limits.
+"""The Flask extension that owns one app's store, hub, registry, metrics, authentication
+and limits.
 
 Created without an app and bound with ``init_app(app)``; its state lives in
 ``app.extensions["pushservice"]``. Nothing here opens a socket or starts a greenlet at
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from flask import Flask, current_app
 
+from .auth import Authenticator
 from .capacity import ConnectionBudget
 from .errors import ServiceUnavailableError, StoreUnavailableError
 from .hub import Hub
@@ -47,6 +49,7 @@ class PushService:
         self.registration: InstanceRegistration | None = None
         self.metrics: PushMetrics | None = None
         self.group_commit: GroupCommit | None = None
+        self.auth: Authenticator | None = None
         if app is not None:
             self.init_app(app)
 
@@ -63,11 +66,18 @@ class PushService:
             )
         settings = self.settings or Settings.from_env()
         self.settings = settings
+        # First: a service that cannot authenticate must not come up at all.
+        self.auth = Authenticator(settings)
+        if not settings.enable_auth:
+            log.warning("authentication is disabled (ENABLE_AUTH=false): every endpoint is "
+                        "open to anyone who can reach it")
         self.store = Store(settings)
         keys = Keys(settings.stream_key_prefix)
         registry_store = RegistryStore(self.store.connections, keys)
         self.hub = Hub(settings, self.store)
-        self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes)
+        self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes,
+                                       max_name_length=settings.max_name_length,
+                                       max_topics=settings.max_topics_per_message)
         self.budget = ConnectionBudget(settings.max_connections)
         self.registry = ConnectionRegistry(settings, self.hub, registry_store,
                                            ControlStore(self.store.connections, keys))

@@ -194,8 +194,7 @@ class StreamSession:
             queue = subscription.queue
             while True:
                 if self.expires_at is not None and time.time() >= self.expires_at:
-                    subscription.close(CloseReason.TOKEN_EXPIRED,
-                                       {"retry_ms": self.settings.sse_retry_ms})
+                    self._token_expired()
                 if subscription.closing is not None:
                     deadline.start()
                     yield self._final_frame(subscription.closing, subscription.close_detail)
@@ -204,8 +203,7 @@ class StreamSession:
                 try:
                     first = queue.get(timeout=self._time_left())
                 except Empty:
-                    subscription.close(CloseReason.TOKEN_EXPIRED,
-                                       {"retry_ms": self.settings.sse_retry_ms})
+                    self._token_expired()
                     continue
                 chunk = self._live_chunk(first)
                 if chunk:
@@ -373,6 +371,12 @@ class StreamSession:
         retry_ms = int(detail.get("retry_ms", self.settings.sse_retry_ms))
         payload = {"reason": reason, **detail, "retry_ms": retry_ms}
         return encode_json_frame(payload, "closing", retry_ms=retry_ms)
+
+    def _token_expired(self) -> None:
+        self.subscription.close(CloseReason.TOKEN_EXPIRED, {
+            "retry_ms": self.settings.sse_retry_ms,
+            "message": "The token expired: reconnect with a fresh token (and Last-Event-ID).",
+        })
 
     def _time_left(self) -> float | None:
         if self.expires_at is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import admin, connections, health, publish, stream
+from . import admin, connections, cookie, health, publish, stream
 
 
 def register_blueprints(app: Flask) -> None:
-    for module in (publish, stream, connections, admin, health):
+    for module in (publish, stream, connections, admin, health, cookie):
         app.register_blueprint(module.bp)

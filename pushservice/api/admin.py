@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from ..auth import admin_only
 from ..service import current_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+# Every view here needs a token with the admin role (401/403 otherwise).
+bp.before_request(admin_only)
 
 
 @bp.get("/instances")

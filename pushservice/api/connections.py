@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from ..auth import admin_only
 from ..errors import BadRequestError
 from ..message import is_valid_name
 from ..service import current_service
 
 bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
+# Every view here needs a token with the admin role (401/403 otherwise).
+bp.before_request(admin_only)
 
 MAX_PAGE = 1000
 

@@ -1,4 +1,10 @@
-"""Publish API: send one message, broadcast one message, send a batch."""
+"""Publish API: send one message, broadcast one message, send a batch.
+
+Every request goes through the same gates, in this order: a token that names a service
+(401/403), a JSON body (415/413/400), valid messages (400/413), permission for every
+message (403: its service is the token's, its topics match the token's patterns). Only
+then is anything written, all of it or none.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,15 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, request
 
+from ..auth import Principal, authenticate
 from ..errors import (
     BadRequestError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from ..message import Message, Problems
-from ..service import current_service
+from ..message import MAX_PROBLEMS, Message, Problems
+from ..service import PushService, current_service
 from ..store import Published
 
 bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
@@ -24,7 +31,9 @@ bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
 def send():
     """Publish one message to the topics its target names. 202 with where it went."""
     service = current_service()
+    principal = _publisher()
     message = service.messages.build(_json_body())
+    _admit(service, principal, [message])
     (published,) = service.publish([message])
     service.metrics.messages_sent.labels("send").inc()
     return _accepted(_describe(published))
@@ -34,7 +43,9 @@ def send():
 def broadcast():
     """Publish one message to every connection."""
     service = current_service()
+    principal = _publisher()
     message = service.messages.build(_json_body(), broadcast=True)
+    _admit(service, principal, [message], broadcast=True)
     (published,) = service.publish([message])
     service.metrics.messages_sent.labels("broadcast").inc()
     return _accepted(_describe(published))
@@ -47,6 +58,7 @@ def batch():
     The body is ``{"messages": [...]}`` (a bare JSON array is accepted too).
     """
     service = current_service()
+    principal = _publisher()
     body = _json_body()
     items = body.get("messages") if isinstance(body, dict) else body
     if isinstance(body, dict) and set(body) - {"messages"}:
@@ -66,6 +78,7 @@ def batch():
             details={"count": len(items), "limit": limit}, code="batch_too_large")
     messages: list[Message] = []
     errors: list[dict[str, Any]] = []
+    invalid = 0
     for index, raw in enumerate(items):
         problems = Problems()
         try:
@@ -75,13 +88,16 @@ def batch():
                 f"Message {index}: {exc.message}", details={"index": index, **exc.details},
                 code=exc.code) from exc
         if problems:
-            errors.append({"index": index, "errors": problems.items})
+            invalid += 1
+            if len(errors) < MAX_PROBLEMS:
+                errors.append({"index": index, "errors": problems.items})
         elif message is not None:
             messages.append(message)
     if errors:
         raise ValidationError(
-            f"{len(errors)} of {len(items)} messages are invalid; nothing was published.",
+            f"{invalid} of {len(items)} messages are invalid; nothing was published.",
             details=errors)
+    _admit(service, principal, messages)
     results = service.publish(messages)
     service.metrics.messages_sent.labels("batch").inc(len(results))
     return _accepted({"accepted": len(results), "results": [_describe(p) for p in results]})
@@ -99,13 +115,40 @@ def count_refusals(response: Response) -> Response:
     return response
 
 
+def _publisher() -> Principal:
+    """The caller, who must publish as a service (401 without a token, 403 without
+    ``push.service``)."""
+    principal = authenticate()
+    principal.check_publisher()
+    return principal
+
+
+def _admit(service: PushService, principal: Principal, messages: list[Message],
+           broadcast: bool = False) -> None:
+    """Refuse (403) messages the caller may not publish; nothing is published."""
+    principal.check_publish(messages, broadcast)
+
+
 def _json_body() -> Any:
     """The request body as JSON, or the error that says what is wrong with it."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaTypeError(
             "Send the message as JSON with Content-Type: application/json.",
-            details={"content_type": request.content_type})
-    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH answers 413 beyond the limit
+            details={"content_type": _printable(request.content_type)})
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(
+            "JSON is UTF-8: send Content-Type: application/json without another charset.",
+            details={"charset": _printable(charset)})
+    limit = current_service().settings.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        _body_too_large(limit)
+    raw = request.get_data(cache=False)
+    if (request.content_length is None and len(raw) >= limit
+            and request.environ["wsgi.input"].read(1)):
+        # A chunked body: werkzeug stops reading at the limit instead of refusing it, so
+        # look past it ourselves rather than parse a truncated body.
+        _body_too_large(limit)
     if not raw:
         raise BadRequestError("The request body is empty; send a JSON message.",
                               code="invalid_json")
@@ -113,6 +156,19 @@ def _json_body() -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def _body_too_large(limit: int) -> None:
+    raise PayloadTooLargeError(
+        f"The request body is larger than {limit} bytes (MAX_REQUEST_BYTES).",
+        details={"limit": limit}, code="payload_too_large")
+
+
+def _printable(text: str | None) -> str | None:
+    """``text`` without control characters, short enough to echo back."""
+    if text is None:
+        return None
+    return "".join(ch for ch in text[:200] if ch.isprintable())
 
 
 def _describe(published: Published) -> dict[str, Any]:

@@ -1,9 +1,16 @@
-"""Subscribe API: the Server-Sent Events endpoints."""
+"""Subscribe API: the Server-Sent Events endpoints.
+
+Before a stream starts: a token (401; from the Authorization header, ``?token=`` or the
+auth cookie), valid names and options (400), permission for every topic (403, naming
+the refused ones), capacity (503). A stream ends by itself when its token expires, with a
+``closing`` frame whose reason is ``token_expired``.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from ..auth import Principal, authenticate
 from ..errors import BadRequestError, ServiceUnavailableError
 from ..message import is_valid_name
 from ..service import current_service
@@ -12,7 +19,8 @@ from ..subscription import Subscription
 
 bp = Blueprint("stream", __name__, url_prefix="/sse")
 
-MAX_CHANNELS_PER_CONNECTION = 100
+_FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                "0": False, "false": False, "no": False, "off": False}
 # How long a new stream waits for a just-started worker's reader to find its position.
 READY_WAIT_SECONDS = 5.0
 
@@ -26,54 +34,77 @@ _STREAM_HEADERS = {
 @bp.get("/stream/<channels>")
 def stream_channels(channels: str):
     """One connection for several channels: ``a,b,c`` in the path and/or ``?channel=``."""
+    principal = authenticate(stream=True)
     names = [name for name in channels.split(",") if name]
     for value in request.args.getlist("channel"):
         names.extend(name for name in value.split(",") if name)
     if not names:
         raise BadRequestError("Name at least one channel.", code="invalid_channel")
+    limit = current_service().settings.max_channels_per_connection
+    if len(names) > limit:
+        _too_many_channels(len(names), limit)
     for name in names:
         _check_name("channel", name)
-    return _open_stream("stream", names, user=None)
+    return _open_stream(principal, "stream", names, user=None)
 
 
 @bp.get("/user/<user_id>")
 def stream_user(user_id: str):
     """The user's own messages (topic ``user:<user_id>``)."""
+    principal = authenticate(stream=True)
     _check_name("user_id", user_id)
-    return _open_stream("user", [f"user:{user_id}"], user=user_id)
+    return _open_stream(principal, "user", [f"user:{user_id}"], user=user_id)
 
 
 @bp.get("/service/<service_name>")
 def stream_service(service_name: str):
     """Every message published by ``service_name`` (topic ``service:<name>``)."""
+    principal = authenticate(stream=True)
     _check_name("service_name", service_name)
-    return _open_stream("service", [f"service:{service_name}"], user=None)
+    return _open_stream(principal, "service", [f"service:{service_name}"], user=None)
 
 
 def _check_name(what: str, value: str) -> None:
-    if not is_valid_name(value):
+    longest = current_service().settings.max_name_length
+    if not is_valid_name(value, longest):
         raise BadRequestError(
-            f"Invalid {what}: use 1-128 letters, digits, '_', '-', '.', ':' or '@'.",
+            f"Invalid {what}: use 1-{longest} letters, digits, '_', '-', '.', ':' or '@' "
+            "(MAX_NAME_LENGTH).",
             details={"parameter": what}, code=f"invalid_{what}")
 
 
-def _flag(name: str) -> bool:
-    value = request.args.get(name, "")
-    return value.lower() in ("1", "true", "yes", "on")
+def _too_many_channels(count: int, limit: int) -> None:
+    raise BadRequestError(
+        f"At most {limit} channels per connection (MAX_CHANNELS_PER_CONNECTION).",
+        details={"count": count, "limit": limit}, code="too_many_channels")
 
 
-def _open_stream(kind: str, topics: list[str], user: str | None) -> Response:
+def _flag(name: str, default: bool) -> bool:
+    """A yes/no query option; 400 for anything but 1/0, true/false, yes/no, on/off."""
+    raw = request.args.get(name, "")
+    if not raw:
+        return default
+    value = _FLAG_VALUES.get(raw.lower())
+    if value is None:
+        raise BadRequestError(f"Invalid {name}: use 1 or 0.", details={"parameter": name},
+                              code="invalid_parameter")
+    return value
+
+
+def _open_stream(principal: Principal, kind: str, topics: list[str],
+                 user: str | None) -> Response:
     service = current_service()
     session_id = request.args.get("session_id")
     if session_id is not None:
         _check_name("session_id", session_id)
         topics.append(f"session:{session_id}")
     topics = list(dict.fromkeys(topics))
-    if len(topics) > MAX_CHANNELS_PER_CONNECTION:
-        raise BadRequestError(
-            f"At most {MAX_CHANNELS_PER_CONNECTION} channels per connection.",
-            details={"count": len(topics)}, code="too_many_channels")
-    named = request.args.get("named", "1").lower() not in ("0", "false", "no", "off")
+    limit = service.settings.max_channels_per_connection
+    if len(topics) > limit:
+        _too_many_channels(len(topics), limit)
+    named = _flag("named", True)
+    heartbeat_events = _flag("heartbeat_events", False)
+    principal.check_subscribe(topics)
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
     service.start()
@@ -83,11 +114,14 @@ def _open_stream(kind: str, topics: list[str], user: str | None) -> Response:
     plan = plan_resume(last_event_id, service.store.stream_info)
     subscription = Subscription(
         tuple(topics), service.settings.connection_queue_size, named=named, kind=kind,
-        user=user, info={"remote_addr": request.remote_addr,
-                         "user_agent": request.user_agent.string[:200]})
+        user=principal.subject or user,
+        info={"remote_addr": request.remote_addr,
+              "user_agent": "".join(ch for ch in request.user_agent.string[:200]
+                                    if ch.isprintable())})
     service.admit(subscription)
     session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
-                            heartbeat_events=_flag("heartbeat_events"),
+                            heartbeat_events=heartbeat_events,
+                            expires_at=principal.expires_at,
                             on_close=lambda ended: service.release(ended.subscription))
     response = EventStreamResponse(session, headers=_STREAM_HEADERS, direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"

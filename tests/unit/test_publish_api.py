@@ -25,7 +25,8 @@ def message(n: int = 0, **changes) -> dict:
 
 @pytest.fixture
 def api_settings() -> Settings:
-    return Settings(max_request_bytes=8192, max_message_bytes=4096, max_batch_size=3)
+    return Settings(max_request_bytes=8192, max_message_bytes=4096, max_batch_size=3,
+                    enable_auth=False)
 
 
 @pytest.fixture
@@ -300,7 +301,8 @@ def closed_port():
 @pytest.mark.parametrize("url, payload", [(SEND, message()), (BROADCAST, message()),
                                           (BATCH, [message(1), message(2)])])
 def test_unreachable_redis_is_503_with_retry_after(closed_port, url, payload):
-    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{closed_port}/0"))
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{closed_port}/0",
+                              enable_auth=False))
 
     response = post_json(app.test_client(), url, payload)
 

@@ -1,0 +1,48 @@
+"""The auth cookie: a browser trades its bearer token for an HttpOnly cookie that its
+EventSource then sends by itself (``new EventSource(url, {withCredentials: true})``).
+
+The cookie holds the same token, lives until the token expires, is scoped to ``/sse/`` and
+is unreadable from JavaScript. Over HTTPS it is ``Secure; SameSite=None`` (so a page on
+another site listed in CORS_ORIGINS can use it); over plain HTTP ``SameSite=Lax``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, request
+
+from ..auth import authenticate, token_from_request
+from ..service import current_service
+
+bp = Blueprint("cookie", __name__, url_prefix="/api/v1/auth")
+
+COOKIE_PATH = "/sse/"
+
+
+@bp.post("/cookie")
+def set_cookie():
+    """Set the auth cookie to the request's bearer token (401 when it does not verify)."""
+    principal = authenticate()
+    service = current_service()
+    response = Response(status=204)
+    if principal.expires_at is None:  # authentication is disabled: nothing to keep
+        return response
+    token = token_from_request()
+    secure = request.is_secure
+    response.set_cookie(
+        service.auth.cookie_name, token or "", path=COOKIE_PATH, httponly=True,
+        secure=secure, samesite="None" if secure else "Lax",
+        max_age=max(0, int(principal.expires_at - time.time())))
+    return response
+
+
+@bp.delete("/cookie")
+def clear_cookie():
+    """Remove the auth cookie (sign-out). Needs no token."""
+    response = Response(status=204)
+    secure = request.is_secure
+    response.delete_cookie(current_service().auth.cookie_name, path=COOKIE_PATH,
+                           httponly=True, secure=secure,
+                           samesite="None" if secure else "Lax")
+    return response
