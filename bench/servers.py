@@ -179,6 +179,8 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
             "SERVICE_PORT": str(port),
             "HEARTBEAT_INTERVAL": str(int(spec.heartbeat_s)),
             "MAX_CONNECTIONS": "20000",
+            # Measures the pipeline, not the per-service publish limit.
+            "PUBLISH_RATE_PER_SERVICE": "0",
         }
         argv = [
             str(BIN / "gunicorn"),

@@ -26,6 +26,7 @@ from .publishing import GroupCommit
 from .registry import ConnectionRegistry
 from .settings import Settings
 from .store import ControlStore, Keys, Published, RegistryStore, Store
+from .store.rates import PublishRateLimiter
 from .subscription import CloseReason, Subscription
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PushService:
         self.metrics: PushMetrics | None = None
         self.group_commit: GroupCommit | None = None
         self.auth: Authenticator | None = None
+        self.rates: PublishRateLimiter | None = None
         if app is not None:
             self.init_app(app)
 
@@ -85,6 +87,7 @@ class PushService:
         self.metrics = PushMetrics(settings)
         self.group_commit = GroupCommit(self.store.publish)
         self.metrics.init_app(app)
+        self.rates = PublishRateLimiter(settings, self.store.connections)
         app.extensions[EXTENSION_KEY] = self
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 Every request goes through the same gates, in this order: a token that names a service
 (401/403), a JSON body (415/413/400), valid messages (400/413), permission for every
-message (403: its service is the token's, its topics match the token's patterns). Only
-then is anything written, all of it or none.
+message (403: its service is the token's, its topics match the token's patterns), the
+service's rate limit (429). Only then is anything written, all of it or none.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from ..auth import Principal, authenticate
 from ..errors import (
     BadRequestError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
@@ -125,8 +127,19 @@ def _publisher() -> Principal:
 
 def _admit(service: PushService, principal: Principal, messages: list[Message],
            broadcast: bool = False) -> None:
-    """Refuse (403) messages the caller may not publish; nothing is published."""
+    """Refuse (403) messages the caller may not publish, then charge each service's rate
+    limit (429 with Retry-After when it is spent; nothing is published)."""
     principal.check_publish(messages, broadcast)
+    costs = Counter(message.service for message in messages)
+    wait = service.rates.take(costs)
+    if wait > 0:
+        rate, burst = service.rates.rate, service.rates.burst
+        raise TooManyRequestsError(
+            f"Publishing rate exceeded for {', '.join(sorted(costs))}: at most {rate:g} "
+            f"messages per second in bursts of {burst} (PUBLISH_RATE_PER_SERVICE, "
+            "PUBLISH_BURST_PER_SERVICE); nothing was published.",
+            retry_after=wait, details={"retry_after_seconds": round(wait, 3)},
+            code="rate_limited")
 
 
 def _json_body() -> Any:
