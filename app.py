@@ -7,9 +7,22 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from pushservice import create_app
+from pushservice.logs import redact
+
+
+class RedactingHandler(WSGIHandler):
+    """gevent's request handler, whose access-log line never shows a token."""
+
+    def format_request(self) -> str:
+        return redact(super().format_request())
+
+
+def make_server(app, listener, **kwargs) -> WSGIServer:
+    """The development server for ``app`` on ``listener`` (an address or a socket)."""
+    return WSGIServer(listener, app, handler_class=RedactingHandler, **kwargs)
 
 
 def main() -> None:
@@ -18,7 +31,7 @@ def main() -> None:
     service.start()
     port = service.settings.service_port
     print(f"pushservice (development server) on http://127.0.0.1:{port}", flush=True)
-    WSGIServer(("0.0.0.0", port), app).serve_forever()
+    make_server(app, ("0.0.0.0", port)).serve_forever()
 
 
 if __name__ == "__main__":

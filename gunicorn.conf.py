@@ -43,7 +43,10 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = settings.log_level
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
+# Redacts ?token= values, bearer credentials and JWTs from every atom and error line, so
+# the request line may be logged with its query string.
+logger_class = "pushservice.logs.RedactingLogger"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s'
 
 # MAX_CONNECTIONS holds for the whole instance: each worker counts in a shared table.
 _budget = ConnectionBudget(settings.max_connections, slots=settings.workers + 16)

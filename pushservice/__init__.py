@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _configure_logging(settings: Settings) -> None:
+    from .logs import add_redacting_filter
+
     logger = logging.getLogger("pushservice")
     logger.setLevel(settings.log_level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
@@ -42,3 +44,6 @@ def _configure_logging(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter(
             "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
         logger.addHandler(handler)
+    # Whatever writes our records also redacts tokens from them.
+    for handler in logger.handlers or logging.getLogger().handlers:
+        add_redacting_filter(handler)

@@ -1,0 +1,90 @@
+"""Log lines without credentials.
+
+Browsers pass tokens in ``?token=`` (EventSource cannot set headers), so request lines,
+query strings and referrers can carry them. ``redact`` replaces token values, bearer
+credentials and anything shaped like a JWT; ``RedactingFilter`` applies it to every
+record a handler or logger emits (tracebacks included); ``RedactingLogger`` is gunicorn's
+logger with both applied to every access-log atom and error-log line, so operators may
+log the query string (``%(r)s``, ``%(q)s``, ``%({referer}i)s``, ...) safely.
+
+Nothing here imports gevent or opens anything: gunicorn's master loads it before forking.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+
+from gunicorn.glogging import Logger, SafeAtoms
+
+REDACTED = "[redacted]"
+
+# token= / access_token= in a query string, also with percent-encoded letters in the name
+# (werkzeug decodes them, so the service would read such a parameter as the token).
+_QUERY_TOKEN = re.compile(
+    r"((?:^|[?&;\s\"'])(?:access(?:_|%5f))?"
+    r"(?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)(?:=|%3d))[^&;#\s\"']*",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(\bbearer(?:\s|%20|\+)+)[^\s,;\"']+", re.IGNORECASE)
+# Any JWT (header.payload.signature, the header being base64url JSON: "eyJ..."), wherever
+# it appears: cookies, odd parameter names, error messages.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with token values, bearer credentials and JWTs replaced by [redacted]."""
+    if "=" in text or "eyJ" in text or "earer" in text:
+        text = _QUERY_TOKEN.sub(r"\1" + REDACTED, text)
+        text = _BEARER.sub(r"\1" + REDACTED, text)
+        text = _JWT.sub(REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts each record's message, arguments and traceback before it is formatted.
+
+    The traceback is redacted in ``exc_text``, which formatters print instead of
+    formatting ``exc_info`` again; ``exc_info`` itself stays for handlers that want the
+    exception object.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError, KeyError):
+            return True  # a broken format string: the handler reports it as usual
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info))
+                                     .rstrip("\n"))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def add_redacting_filter(target: logging.Logger | logging.Handler) -> None:
+    """Attach one RedactingFilter to ``target`` (idempotent)."""
+    if not any(isinstance(existing, RedactingFilter) for existing in target.filters):
+        target.addFilter(RedactingFilter())
+
+
+class RedactedAtoms(SafeAtoms):
+    """gunicorn's access-log atoms, each redacted when the log format uses it."""
+
+    def __getitem__(self, key: str):
+        value = super().__getitem__(key)
+        return redact(value) if isinstance(value, str) else value
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger (``logger_class``) that never writes a token."""
+
+    atoms_wrapper_class = RedactedAtoms
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        add_redacting_filter(self.error_log)
+        add_redacting_filter(self.access_log)
