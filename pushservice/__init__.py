@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask
 
@@ -30,8 +31,28 @@ def create_app(settings: Settings | None = None) -> Flask:
     PushService(settings).init_app(app)
     register_error_handlers(app)
     register_blueprints(app)
-    CORS(app, origins=list(settings.cors_origins), supports_credentials=True)
+    CORS(app, **cors_options(settings))
     return app
+
+
+def cors_options(settings: Settings) -> dict:
+    """flask-cors options for CORS_ORIGINS: exactly the listed origins may call every
+    endpoint with credentials (cookies, Authorization), error responses included; any
+    other origin gets no grant. ``*`` allows every origin, but never with credentials."""
+    wildcard = "*" in settings.cors_origins
+    origins = "*" if wildcard else [
+        # Exact matches: flask-cors would read "[" or "?" in an origin as a regex.
+        re.compile(re.escape(origin) + r"\Z", re.IGNORECASE)
+        for origin in settings.cors_origins
+    ]
+    return {
+        "origins": origins,
+        "supports_credentials": not wildcard,
+        "allow_headers": ["Authorization", "Content-Type", "Last-Event-ID", "Cache-Control"],
+        "expose_headers": ["Retry-After", "WWW-Authenticate"],
+        "methods": ["GET", "POST", "DELETE", "OPTIONS"],
+        "max_age": 600,
+    }
 
 
 def _configure_logging(settings: Settings) -> None:
