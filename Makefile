@@ -15,8 +15,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# Development: without ENABLE_AUTH in the environment, `make run` runs without
+# authentication (it logs that every endpoint is open). The service itself, under
+# gunicorn or Docker, defaults to ENABLE_AUTH=true.
 run: $(VENV)/.runtime
-	$(BIN)/python -m pushservice
+	ENABLE_AUTH="$${ENABLE_AUTH:-false}" $(BIN)/python -m pushservice
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest

@@ -39,6 +39,9 @@ def main() -> int:
                       f"data in {embedded.data_dir} (AOF on)")
     print(f"pushservice: http://0.0.0.0:{settings.service_port} with {settings.workers} "
           f"gevent worker(s); {redis_note}", flush=True)
+    if not settings.enable_auth:
+        print("pushservice: authentication is OFF (ENABLE_AUTH=false): every endpoint is "
+              "open; set ENABLE_AUTH=true and JWT_SECRET to require tokens", flush=True)
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=PROJECT_ROOT, env=env,
