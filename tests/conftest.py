@@ -232,3 +232,24 @@ def page_server() -> Iterator[PageServer]:
     """A loopback HTTP server for the pages a browser test opens."""
     with PageServer() as server:
         yield server
+
+
+# -- reporting -----------------------------------------------------------------------------
+
+HOSTILE_CASES = "test_hostile_requests.py::test_hostile_request["
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many hostile-request cases ran (tests/e2e/test_hostile_requests.py)."""
+    outcomes = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        reports = terminalreporter.stats.get(outcome, [])
+        count = sum(1 for report in reports
+                    if HOSTILE_CASES in getattr(report, "nodeid", "")
+                    and getattr(report, "when", "call") in ("call", "setup"))
+        if count:
+            outcomes[outcome] = count
+    if outcomes:
+        total = sum(outcomes.values())
+        detail = ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
+        terminalreporter.write_line(f"hostile requests: {total} cases ({detail})")
