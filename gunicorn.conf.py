@@ -36,7 +36,8 @@ worker_connections = settings.worker_connections
 # Streams live for hours; gevent workers report liveness from their main loop.
 timeout = 30
 graceful_timeout = int(settings.shutdown_grace_seconds + 0.999)
-keepalive = 5
+# Short: a stopping worker waits for idle keep-alive connections to time out.
+keepalive = 2
 preload_app = False
 # Several instances may share a host; none needs gunicorn's control socket.
 control_socket_disable = True
