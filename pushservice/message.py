@@ -9,13 +9,13 @@ which every connection receives.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,6 +26,7 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 BROADCAST_TOPIC = "*"
 
 _FIELDS = ("id", "timestamp", "type", "service", "source", "target", "data", "metadata")
+_FIELD_SET = frozenset(_FIELDS)
 # Names that end up in topics, SSE fields, headers and logs: no separators, no control
 # characters, no glob characters; ',' separates channels in URLs and in stored topics.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
@@ -41,8 +42,7 @@ _SOURCE_MAX = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A validated message, ready to store.
 
     ``body`` is the complete message as one line of UTF-8 JSON. ``topics`` are what
@@ -94,6 +94,7 @@ class MessageFactory:
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
         self.max_topics = max_topics
+        self._too_many_topics = f"names more than {max_topics} topics (MAX_TOPICS_PER_MESSAGE)"
         self._ids = MessageIds()
 
     def build(self, raw: Any, broadcast: bool = False, now: float | None = None) -> Message:
@@ -111,9 +112,10 @@ class MessageFactory:
         if not isinstance(raw, dict):
             problems.add("", "a message must be a JSON object")
             return None
-        for key in raw:
-            if key not in _FIELDS:
-                problems.add(key, "unknown field")
+        if not _FIELD_SET.issuperset(raw):
+            for key in raw:
+                if key not in _FIELD_SET:
+                    problems.add(key, "unknown field")
 
         message_type = raw.get("type")
         if message_type is None:
@@ -195,7 +197,7 @@ class MessageFactory:
         if not isinstance(target, dict):
             problems.add("target", "must be a JSON object")
             return ()
-        too_many = f"names more than {self.max_topics} topics (MAX_TOPICS_PER_MESSAGE)"
+        too_many = self._too_many_topics
         if len(target) > self.max_topics:
             problems.add("target", too_many)
             return ()
@@ -266,21 +268,34 @@ class MessageIds:
     """
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._tag = ""
+        self._renew()
+        # A child process must not continue its parent's sequence under the same tag.
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._tag = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
     def next(self, now: float) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._tag = secrets.token_hex(4)
-            self._counter = itertools.count(1)
         return f"msg_{int(now)}_{self._tag}{next(self._counter):06d}"
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def _iso_now(now: float) -> str:
-    moment = datetime.fromtimestamp(now, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2025-07-30T15:10:00.123Z`` for ``now`` (Unix seconds), UTC."""
+    global _second_cache
+    # Microseconds rounded as datetime rounds them, then milliseconds truncated.
+    fraction, whole = math.modf(now)
+    second, microsecond = int(whole), round(fraction * 1_000_000)
+    if microsecond >= 1_000_000:
+        second, microsecond = second + 1, microsecond - 1_000_000
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{microsecond // 1000:03d}Z"
 
 
 def _is_timestamp(value: Any) -> bool:

@@ -188,7 +188,7 @@ def _describe(published: Published) -> dict[str, Any]:
     return {
         "id": published.message.id,
         "event_id": published.position.event_id,
-        "topics": list(published.message.topics),
+        "topics": published.message.topics,  # a tuple: orjson writes it as an array
         "duplicate": published.duplicate,
     }
 

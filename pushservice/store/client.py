@@ -97,7 +97,11 @@ class RedisConnections:
         """A dedicated client for blocking XREAD: its socket timeout outlasts the BLOCK
         time, and it does not retry by itself (the reader loop owns retrying)."""
         block_seconds = self.settings.reader_block_ms / 1000
-        return self._make(socket_timeout=block_seconds + 10.0, retries=0, max_connections=1)
+        client = self._make(socket_timeout=block_seconds + 10.0, retries=0, max_connections=1)
+        # XREAD replies as Redis sends them: the reader parses every entry itself, more
+        # cheaply than redis-py's dict per entry.
+        client.set_response_callback("XREAD", lambda response, **options: response)
+        return client
 
     def subscriber(self) -> redis.Redis:
         """A client for a Pub/Sub subscription (no read timeout: it waits for messages)."""

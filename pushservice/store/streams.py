@@ -1,7 +1,8 @@
 """The message stream: publishing, reading and replaying.
 
-Messages live in one Redis Stream. Each entry holds the message's topics in a field of
-their own (``t``), so readers route without parsing the message (``m``). Publishing runs
+Messages live in one Redis Stream. Each entry has two fields: ``h``, a header with the
+stream's epoch, the message type, its expiry time and its topics, so that readers route
+without parsing the message; and ``m``, the message itself. Publishing runs
 one Lua script per request: it writes every message of the request or none, trims the
 stream by length and by age, and remembers the request for a while so that a retried
 call (redis-py retries after a lost reply) returns the first answer instead of writing
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 
@@ -52,14 +54,13 @@ for i = 1, n do
     out[#out + 1] = '1'
   else
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-      't', ARGV[base + 2], 'y', ARGV[base + 3], 'm', ARGV[base + 4],
-      'x', ARGV[base + 5], 'e', epoch)
+      'h', epoch .. ' ' .. ARGV[base + 2], 'm', ARGV[base + 3])
     if key_index > 0 then redis.call('SET', KEYS[key_index], id, 'EX', ARGV[base + 1]) end
     written = written + 1
     out[#out + 1] = id
     out[#out + 1] = '0'
   end
-  base = base + 6
+  base = base + 4
 end
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'published', written)
@@ -77,8 +78,7 @@ return epoch
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(NamedTuple):
     """Where one message went: its event id, and whether it was a repeat."""
 
     message: Message
@@ -199,16 +199,17 @@ class Store:
             if message.client_id:
                 keys.append(f"{self.keys.message_prefix}{message.service}:{message.id}")
                 key_index = len(keys)
-            args += [key_index, message.ttl_seconds, ",".join(message.topics), message.type,
-                     message.body, message.expires_at_ms]
+            args += [key_index, message.ttl_seconds,
+                     f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
+                     message.body]
         reply = self._script(0)(keys=keys, args=args, client=client)
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
         epoch = reply[0].decode()
         results = []
         for index, message in enumerate(messages):
-            ms, seq = parse_stream_id(reply[1 + 2 * index])
-            results.append(Published(message, Position(epoch, ms, seq),
+            ms, _, seq = reply[1 + 2 * index].partition(b"-")
+            results.append(Published(message, Position(epoch, int(ms), int(seq)),
                                      reply[2 + 2 * index] == b"1"))
         return results
 
@@ -218,11 +219,14 @@ class Store:
     def read(self, client: redis.Redis, after: tuple[int, int], block_ms: int,
              count: int) -> list[Entry]:
         """Block up to ``block_ms`` for entries after ``after``; at most ``count``."""
-        reply = client.xread({self.stream_key: f"{after[0]}-{after[1]}"}, count=count,
-                             block=block_ms)
+        reply = client.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS",
+                                       self.stream_key, f"{after[0]}-{after[1]}")
         if not reply:
             return []
-        return [_entry(entry_id, fields) for entry_id, fields in reply[0][1]]
+        # The reply as Redis sent it (RESP2: stream -> [id, [field, value, ...]] entries),
+        # without redis-py building a dict per entry: the reader parses every entry.
+        stream = reply[0] if isinstance(reply, list) else next(iter(reply.items()))
+        return [_entry(entry_id, _pairs(flat)) for entry_id, flat in stream[1]]
 
     @translate_errors
     def read_range(self, after: tuple[int, int], count: int) -> list[Entry]:
@@ -292,20 +296,21 @@ def new_epoch() -> str:
 def _pairs(flat: Iterable) -> dict:
     if isinstance(flat, dict):
         return flat
-    items = list(flat)
-    return dict(zip(items[0::2], items[1::2]))
+    items = iter(flat)
+    return dict(zip(items, items))
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     ms, _, seq = entry_id.partition(b"-")
-    topics = fields.get(b"t", b"").decode()
-    expires = fields.get(b"x")
+    # h = "<epoch> <type> <expires ms> <topic>,<topic>,..." (names hold no spaces)
+    header = fields.get(b"h", b"0 custom 0 ").decode()
+    epoch, type_, expires, topics = header.split(" ", 3)
     return Entry(
         ms=int(ms),
         seq=int(seq),
-        epoch=fields.get(b"e", b"0").decode(),
+        epoch=epoch,
         topics=tuple(topics.split(",")) if topics else (),
-        type_=fields.get(b"y", b"custom").decode(),
+        type_=type_,
         body=fields.get(b"m", b"{}"),
-        expires_at_ms=int(expires) if expires else 0,
+        expires_at_ms=int(expires),
     )

@@ -120,8 +120,8 @@ def test_broadcast_is_accepted_on_the_broadcast_topic(client, stream):
     assert response.status_code == 202
     assert response.get_json()["topics"] == ["*"]
     ((_, fields),) = stream()
-    assert fields[b"t"] == b"*"
-    assert fields[b"y"] == b"warning"
+    assert fields[b"h"].decode().split(" ")[3] == "*"
+    assert fields[b"h"].decode().split(" ")[1] == "warning"
 
 
 def test_batch_is_accepted_in_order(client, stream):

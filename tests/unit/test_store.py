@@ -54,12 +54,14 @@ def test_published_entry_carries_topics_type_body_expiry_and_epoch(store, messag
 
     ((entry_id, fields),) = stream_entries(fake_redis, store)
     assert entry_id.decode() == published.position.stream_id
-    assert fields[b"t"] == b"user:u1,news,service:svc"
-    assert fields[b"y"] == b"progress"
+    assert set(fields) == {b"h", b"m"}
+    epoch, type_, expires, topics = fields[b"h"].decode().split(" ")
+    assert topics == "user:u1,news,service:svc"
+    assert type_ == "progress"
     assert fields[b"m"] == message.body
     assert "正在生成向量嵌入...".encode() in fields[b"m"]
-    assert int(fields[b"x"]) == message.expires_at_ms
-    assert fields[b"e"].decode() == published.position.epoch
+    assert int(expires) == message.expires_at_ms
+    assert epoch == published.position.epoch
 
 
 def test_publish_of_a_batch_writes_one_entry_per_message_in_order(store, messages,
@@ -80,7 +82,7 @@ def test_broadcast_entry_is_on_the_broadcast_topic(store, messages, fake_redis):
     store.publish([messages(1, broadcast=True)])
 
     ((_, fields),) = stream_entries(fake_redis, store)
-    assert fields[b"t"] == b"*"
+    assert fields[b"h"].decode().split(" ")[3] == "*"
 
 
 def test_a_repeated_client_id_is_a_duplicate_of_the_original(store, messages, fake_redis):
@@ -154,7 +156,8 @@ def test_each_request_is_remembered_separately(store, messages, fake_redis):
 def test_entries_older_than_message_ttl_are_trimmed_on_publish(store, messages, fake_redis):
     # Trimming is approximate: Redis drops whole stream nodes (100 entries each).
     for seq in range(200):
-        fake_redis.xadd(store.stream_key, {"t": "user:u1", "m": "{}"}, id=f"1000-{seq}")
+        fake_redis.xadd(store.stream_key, {"h": "e0 info 0 user:u1", "m": "{}"},
+                        id=f"1000-{seq}")
 
     (published,) = store.publish([messages(1)])
 
