@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from .settings import Settings
+
+if TYPE_CHECKING:  # Flask is imported by create_app, in the worker: gunicorn's master,
+    from flask import Flask  # which loads settings through gunicorn.conf.py, stays small.
 
 __version__ = "0.1.0"
 
@@ -17,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Nothing here opens a connection or starts a greenlet; the reader starts in the worker.
     """
+    from flask import Flask
     from flask_cors import CORS
 
     from .api import register_blueprints
