@@ -26,3 +26,11 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+
+# The benchmark suite (about 20 minutes on 2 cores); rewrites docs/benchmarks.md.
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench.run --all --write-docs

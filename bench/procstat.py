@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+# Cores kept busy by processes outside a run beyond which the run counts as noisy.
+NOISE_LIMIT = 0.30
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,3 +103,29 @@ class ProcessGroup:
     def peak_rss_hwm_sum(self) -> int:
         """Sum of each live process's own peak RSS (VmHWM), in bytes."""
         return sum(peak_rss_bytes(pid) for pid in self.pids())
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have spent running (all cores).
+
+    Interrupt and softirq time is left out: on loopback it is mostly the measured
+    processes' own network traffic, which no process is charged for.
+    """
+    with open("/proc/stat", "rb") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + steal) / _TICKS
+
+
+def other_load(seconds: float, exclude: list[int]) -> float:
+    """Cores kept busy over ``seconds`` by processes other than ``exclude`` and their
+    descendants."""
+    import time
+
+    pids = [p for root in exclude for p in descendants(root)]
+    before_all = machine_busy_seconds()
+    before = sum(cpu_seconds(p) for p in pids)
+    time.sleep(seconds)
+    after_all = machine_busy_seconds()
+    after = sum(cpu_seconds(p) for p in pids)
+    return max(0.0, (after_all - before_all) - (after - before)) / seconds

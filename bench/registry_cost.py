@@ -26,10 +26,16 @@ from pushservice.store import Keys, RedisConnections, RegistryStore
 def _record(index: int) -> dict:
     return {
         "connection_id": f"c{int(time.time() * 1000):011x}{index:010x}",
-        "instance": "bench-8089", "worker": 4242, "kind": "user", "user": f"user{index}",
+        "instance": "bench-8089",
+        "worker": 4242,
+        "kind": "user",
+        "user": f"user{index}",
         "topics": [f"user:user{index}", f"session:s{index}"],
-        "remote_addr": "10.1.2.3", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench",
-        "connected_at": f"{time.time():.3f}", "frames_sent": 0, "last_event_id": None,
+        "remote_addr": "10.1.2.3",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench",
+        "connected_at": f"{time.time():.3f}",
+        "frames_sent": 0,
+        "last_event_id": None,
     }
 
 
@@ -44,9 +50,22 @@ def measure(connections: int) -> dict:
     port = free_port()
     folder = tempfile.mkdtemp(prefix="registry-cost-")
     server = subprocess.Popen(
-        [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            redis_executable(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = redis.Redis(port=port)
         deadline = time.monotonic() + 10
@@ -67,12 +86,16 @@ def measure(connections: int) -> dict:
         for record in records:
             store.admit(record, record["user"], 20, 30.0)
         admit = (time.perf_counter() - started) / connections
-        memory_per_connection = (client.info("memory")["used_memory"] - memory_before) \
-            / connections
+        memory_per_connection = (client.info("memory")["used_memory"] - memory_before) / connections
         unchanged = [(r["connection_id"], r["user"], {}) for r in records]
-        changed = [(r["connection_id"], r["user"],
-                    {"frames_sent": 17, "last_event_id": "ab12cd34-1795697318432-0"})
-                   for r in records]
+        changed = [
+            (
+                r["connection_id"],
+                r["user"],
+                {"frames_sent": 17, "last_event_id": "ab12cd34-1795697318432-0"},
+            )
+            for r in records
+        ]
         renew_unchanged = _per_call(lambda: store.renew(unchanged, 30.0), 5) / connections
         renew_changed = _per_call(lambda: store.renew(changed, 30.0), 5) / connections
         started = time.perf_counter()
@@ -91,8 +114,7 @@ def measure(connections: int) -> dict:
             "renewal_us_per_connection_unchanged": round(renew_unchanged * 1e6, 2),
             "renewal_us_per_connection_changed": round(renew_changed * 1e6, 2),
             "renewal_vs_ping_per_connection_changed": round(renew_changed / ping, 3),
-            "command": "python -m bench.registry_cost --connections "
-                       f"{connections}",
+            "command": f"python -m bench.registry_cost --connections {connections}",
         }
     finally:
         server.terminate()

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench import procstat
+from bench.procstat import NOISE_LIMIT
 from bench.scenarios import Scenario
 from bench.servers import (
     HOST,
@@ -32,6 +33,26 @@ from bench.servers import (
 )
 
 GENERATOR_CAP = 0.90  # a generator busier than this (of one core) may be the bottleneck
+# Before each run the runner waits up to QUIET_WAIT_S for the machine to calm down.
+QUIET_WAIT_S = 60.0
+_quiet_budget = {"seconds": 600.0}  # for the whole invocation, so it stays bounded
+
+
+def set_quiet_budget(seconds: float) -> None:
+    """Cap the time all runs of this invocation may spend waiting for a quiet machine."""
+    _quiet_budget["seconds"] = max(0.0, seconds)
+
+
+def wait_for_quiet(max_wait_s: float = QUIET_WAIT_S) -> float:
+    """Wait until other processes keep less than NOISE_LIMIT cores busy, at most
+    ``max_wait_s`` (and at most 10 minutes over the whole invocation); return the load."""
+    started = time.time()
+    deadline = started + min(max_wait_s, _quiet_budget["seconds"])
+    while True:
+        load = procstat.other_load(1.0, [os.getpid()])
+        if load < NOISE_LIMIT or time.time() > deadline:
+            _quiet_budget["seconds"] = max(0.0, _quiet_budget["seconds"] - (time.time() - started))
+            return load
 
 
 class Child:
@@ -127,6 +148,11 @@ class Sampler(threading.Thread):
         return best
 
 
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p90": None, "p99": None, "max": None, "samples": 0}
@@ -208,32 +234,79 @@ def _split(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-def _limited_by(r: dict, scn: Scenario) -> str:
+def limited_by(r: dict, scn: Scenario) -> str:
     """What most likely bounded this run, from its own figures."""
     server_cores = len(scn.server_cores.split(",")) if scn.server_cores else 2
+    srv = r["server_stats"]
     reasons = []
     if r["generator"]["capped"]:
         reasons.append("generator CPU (generator-capped)")
-    if r["server"]["cpu_busy"] >= 0.85 * server_cores:
-        reasons.append(f"server CPU ({r['server']['cpu_busy']:.2f} of {server_cores} core(s))")
-    if r.get("redis") and r["redis"]["cpu_busy"] >= 0.85:
-        reasons.append("redis CPU")
+    # The average is diluted by quiet stretches; a saturated second counts too.
+    if srv["cpu_busy"] >= 0.85 * server_cores or (
+        srv["cpu_busy"] >= 0.6 * server_cores and srv["busiest_second"] >= 0.95 * server_cores
+    ):
+        reasons.append(
+            f"server CPU ({srv['cpu_busy']:.2f} of {server_cores} core(s) on average, "
+            f"{srv['busiest_second']:.2f} in the busiest second)"
+        )
+    red = r.get("redis_stats")
+    if red and red["busiest_second"] >= 0.9:
+        reasons.append(f"redis CPU ({red['busiest_second']:.2f} at its busiest)")
+    elif (
+        red
+        and (srv["cpu_busy"] + red["cpu_busy"] >= 0.9 * server_cores)
+        and not any(x.startswith("server CPU") for x in reasons)
+    ):
+        # The service and its Redis share the server's core(s): together they filled it.
+        reasons.append(
+            f"server core(s) full: service {srv['cpu_busy']:.2f} + its Redis "
+            f"{red['cpu_busy']:.2f} of {server_cores}"
+        )
+    if not scn.server_cores or not scn.generator_cores:
+        # Unpinned, everything shares the machine's cores.
+        cores = os.cpu_count() or 1
+        used = srv["cpu_busy"] + (red["cpu_busy"] if red else 0) + r["generator"]["cpu_busy"]
+        if used >= 0.9 * cores:
+            reasons.append(
+                f"all {cores} cores full (server {srv['cpu_busy']:.2f}, redis "
+                f"{red['cpu_busy'] if red else 0:.2f}, generator {r['generator']['cpu_busy']:.2f})"
+            )
     conns = r["connections"]
     if conns["failed"]:
-        reasons.append(f"{conns['failed']} connections failed")
-    if r.get("frames") and r["frames"]["lost"]:
-        reasons.append(f"{r['frames']['lost']} frames lost")
+        top = max(conns["failures"].items(), key=lambda kv: kv[1], default=("", 0))[0]
+        reasons.append(f"{conns['failed']:,} connections failed ({top})")
+    frames = r.get("frames") or {}
+    if frames.get("lost") and frames.get("drain_ended") == "deadline":
+        reasons.append(
+            f"{frames['lost']:,} frames still undelivered when the wait for them ended "
+            "(server far behind)"
+        )
+    elif frames.get("lost"):
+        reasons.append(f"{frames['lost']:,} frames lost")
     pub = r.get("published") or {}
+    if pub.get("errors"):
+        reasons.append(f"{sum(pub['errors'].values()):,} publish requests failed")
     if scn.mode == "rate" and pub.get("max_schedule_slip_ms", 0) > 500:
-        reasons.append(f"publish path (schedule slipped {pub['max_schedule_slip_ms']:.0f} ms)")
+        reasons.append(
+            f"publish requests too slow for the rate (schedule slipped "
+            f"{pub['max_schedule_slip_ms'] / 1000:.1f} s)"
+        )
+    if not reasons and scn.mode == "closed":
+        reasons.append(
+            f"request round trips: {scn.publishers} publishers each wait for their answer "
+            f"(p50 {pub.get('request_ms', {}).get('p50', 0):.1f} ms), no CPU saturated"
+        )
+    if r.get("other_load", 0) > NOISE_LIMIT:
+        reasons.append(f"other load on the machine ({r['other_load']:.2f} cores: noisy)")
     if not reasons:
-        reasons.append("nothing saturated (offered load)")
+        reasons.append("nothing saturated: the server kept up with the offered load")
     return "; ".join(reasons)
 
 
 def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
     """Run ``scn`` against server ``kind``; never raises for a server's failure."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    load_before = wait_for_quiet()
     started = time.time()
     result: dict = {
         "scenario": scn.name,
@@ -241,6 +314,7 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
         "workers": scn.workers,
         "pinning": scn.pinning,
         "description": scn.description,
+        "other_load_before": round(load_before, 3),
     }
     if scn.generator_cores:
         os.sched_setaffinity(0, {int(c) for c in scn.generator_cores.split(",")})
@@ -281,10 +355,13 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
             groups.append(procstat.ProcessGroup("redis", [redis.pid]))
         for g in groups:
             g.mark()
+        machine_start = procstat.machine_busy_seconds()
+        own_start = _own_cpu()
         sampler = Sampler(groups)
         sampler.start()
         window_start = time.time()
         expect: dict = {}
+        uncertain: dict = {}
         if scn.mode == "idle":
             time.sleep(scn.duration_s)
         else:
@@ -292,21 +369,31 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
             groups[1].roots.append(pub.popen.pid)
             report = pub.read(timeout_s=scn.duration_s + 120)
             expect = report.pop("expect")
+            uncertain = report.pop("uncertain", {})
             result["published"] = report
         drain_deadline = max(15.0, scn.duration_s)
         for child in subs:
             child.send(
-                {"cmd": "drain", "expect": expect, "deadline_s": drain_deadline, "quiet_s": 3.0}
+                {
+                    "cmd": "drain",
+                    "expect": expect,
+                    "uncertain": uncertain,
+                    "deadline_s": drain_deadline,
+                    "quiet_s": 3.0,
+                }
             )
         res = [child.read(timeout_s=drain_deadline + 60) for child in subs]
         window_end = time.time()
         sampler.finish()
+        machine = procstat.machine_busy_seconds() - machine_start
+        ours = sum(sum(g.cpu_window().values()) for g in groups) + _own_cpu() - own_start
+        result["other_load"] = round(max(0.0, machine - ours) / (window_end - window_start), 3)
         result.update(
             _summarise(
                 scn, conns, res, result.get("published"), groups, sampler, window_start, window_end
             )
         )
-        result["limited_by"] = _limited_by(result, scn)
+        result["limited_by"] = limited_by(result, scn)
     except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         result["error"] = str(exc)[:2000]
         if server is not None and not server.alive():
@@ -332,7 +419,9 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
     last_frame = max((r["last_frame_at"] for r in res), default=0.0)
     # The busy part of the window: publishing start to the last frame (not the quiet wait).
     active_end = max(last_frame, (published or {}).get("t_last") or 0.0)
-    active = max(active_end - first_pub, 1e-3) if scn.mode != "idle" else window_end - window_start
+    if scn.mode == "idle":
+        active_end = window_end
+    active = max(active_end - first_pub, 1e-3)
     conns = dict(conns)
     conns["held"] = sum(r["held"] for r in res)
     conns["closed_early"] = sum(r["closed_early"] for r in res)
@@ -345,6 +434,11 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
         key: sum(r[key] for r in res)
         for key in ("expected", "delivered", "lost", "duplicated", "unexpected", "unparsed")
     }
+    # "deadline": frames were still arriving when the wait ended, so "lost" ones may be late.
+    ends = {r.get("drain_ended", "complete") for r in res}
+    frames["drain_ended"] = (
+        "deadline" if "deadline" in ends else ("quiet" if "quiet" in ends else "complete")
+    )
     frames["delivered_per_s"] = (
         round(frames["delivered"] / max(last_frame - first_pub, 1e-3), 1)
         if frames["delivered"]
@@ -365,7 +459,13 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
         }
 
     gen = cpu("generator")
-    gen["capped"] = gen["cpu_busy"] > GENERATOR_CAP * (1 if scn.generator_cores else 2)
+    # Pinned, the generator's processes share one core; unpinned, each may use a core.
+    busiest_process = max(by["generator"].cpu_window().values(), default=0.0) / active
+    gen["busiest_process"] = round(busiest_process, 3)
+    gen["capped"] = (
+        gen["cpu_busy"] > GENERATOR_CAP * (1 if scn.generator_cores else (os.cpu_count() or 1))
+        or busiest_process > GENERATOR_CAP
+    )
     out = {
         "connections": conns,
         "frames": frames,
@@ -375,11 +475,11 @@ def _summarise(scn, conns, res, published, groups, sampler, window_start, window
             "min_per_connection": min((r["comments_min"] for r in res), default=0),
         },
         "active_seconds": round(active, 2),
-        "server": cpu("server"),
+        "server_stats": cpu("server"),
         "generator": gen,
     }
     if "redis" in by:
-        out["redis"] = cpu("redis")
+        out["redis_stats"] = cpu("redis")
     return out
 
 
@@ -434,7 +534,10 @@ def run_ceiling(
         subs = Child(name + "-subscribers", _subscriber_argv(scn, port, 0, connections), log_dir)
         est = subs.read(timeout_s=60)
         gen = procstat.ProcessGroup("generator", [subs.popen.pid])
+        blast = procstat.ProcessGroup("blaster", [blaster.popen.pid])
         gen.mark()
+        blast.mark()
+        machine_start, own_start, started = procstat.machine_busy_seconds(), _own_cpu(), time.time()
         sent = blaster.read(timeout_s=duration_s + 120)
         subs.send(
             {
@@ -446,7 +549,11 @@ def run_ceiling(
         )
         res = subs.read(timeout_s=90)
         gen.sample()
+        blast.sample()
         cpu = sum(gen.cpu_window().values())
+        ours = cpu + sum(blast.cpu_window().values()) + _own_cpu() - own_start
+        machine = procstat.machine_busy_seconds() - machine_start
+        result["other_load"] = round(max(0.0, machine - ours) / (time.time() - started), 3)
         span = max(res["last_frame_at"] - sent["t_first"], 1e-3)
         fps = res["delivered"] / span
         busy = cpu / span

@@ -3,10 +3,11 @@
 Run by the runner as ``python -m bench.subscribers --port P --path /sse/user/u{i}
 --topic user:u{i} --first 0 --count 2000``. It speaks JSON lines: on stdout it reports
 ``{"event": "established", ...}`` once every connection attempt has settled, then waits
-for ``{"cmd": "drain", "expect": {topic: [n, ...]}, "deadline_s": .., "quiet_s": ..}`` on
-stdin, waits until every connection has its expected frames (or nothing arrived for
-``quiet_s``, or ``deadline_s`` passed), and prints ``{"event": "result", ...}``. A
-``{"cmd": "stop"}`` (or end of stdin) closes every connection and exits.
+for ``{"cmd": "drain", "expect": {topic: [n, ...]}, "uncertain": {topic: [n, ...]},
+"deadline_s": .., "quiet_s": ..}`` on stdin (stdin must be a pipe), waits until every
+connection has its expected frames (or nothing arrived for ``quiet_s``, or ``deadline_s``
+passed), and prints ``{"event": "result", ...}``. A ``{"cmd": "stop"}`` (or end of stdin)
+closes every connection and exits.
 """
 
 from __future__ import annotations
@@ -95,18 +96,35 @@ class Fleet:
             "seconds": round(time.time() - started, 3),
         }
 
-    async def drain(self, expect: dict[str, list[int]], deadline_s: float, quiet_s: float) -> None:
-        """Wait until every frame expected has arrived, nothing came for ``quiet_s``, or
-        ``deadline_s`` passed."""
-        total = sum(len(expect.get(topic, ())) for topic in self.topics)
+    async def drain(
+        self,
+        expect: dict[str, list[int]],
+        deadline_s: float,
+        quiet_s: float,
+        uncertain: dict[str, list[int]] | None = None,
+    ) -> str:
+        """Wait until every frame expected has arrived ("complete"), nothing came for
+        ``quiet_s`` ("quiet"), or ``deadline_s`` passed ("deadline"); return which.
+
+        Frames of ``uncertain`` messages (their publish got no answer) may arrive too;
+        "complete" waits for them as well, so that they cannot stand in for missing ones.
+        """
+        uncertain = uncertain or {}
+        total = sum(
+            len(expect.get(topic, ())) + len(uncertain.get(topic, ())) for topic in self.topics
+        )
         started = time.time()
         last_total, last_change = -1, started
         while True:
             now = time.time()
             if self.frames != last_total:
                 last_total, last_change = self.frames, now
-            if self.frames >= total or now - last_change > quiet_s or now - started > deadline_s:
-                return
+            if self.frames >= total:
+                return "complete"
+            if now - last_change > quiet_s:
+                return "quiet"
+            if now - started > deadline_s:
+                return "deadline"
             await asyncio.sleep(0.05)
 
     def result(self, expect: dict[str, list[int]]) -> dict:
@@ -205,8 +223,13 @@ async def _main(args: argparse.Namespace, loop_name: str) -> None:
         cmd = await _read_command(reader)
         if cmd["cmd"] == "drain":
             expect = cmd.get("expect", {})
-            await fleet.drain(expect, cmd.get("deadline_s", 30.0), cmd.get("quiet_s", 3.0))
-            _emit(fleet.result(expect))
+            ended = await fleet.drain(
+                expect,
+                cmd.get("deadline_s", 30.0),
+                cmd.get("quiet_s", 3.0),
+                cmd.get("uncertain"),
+            )
+            _emit({**fleet.result(expect), "drain_ended": ended})
         elif cmd["cmd"] == "stop":
             fleet.close()
             await asyncio.sleep(0.2)
