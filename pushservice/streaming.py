@@ -32,6 +32,8 @@ from .subscription import WAKE, CloseReason, Heartbeat, Subscription
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+# Frames joined into one write at most (bytes); a backlog goes out in several writes.
+WRITE_CHUNK_BYTES = 64 * 1024
 # The reconnect delay sent when a replay stops at its cap: continue right away.
 REPLAY_CONTINUE_RETRY_MS = 10
 
@@ -201,11 +203,11 @@ class StreamSession:
                     deadline.cancel()
                     return
                 try:
-                    first = queue.get(timeout=self._time_left())
+                    items = queue.take_all(timeout=self._time_left())
                 except Empty:
                     self._token_expired()
                     continue
-                chunk = self._live_chunk(first)
+                chunk = self._live_chunk(items)
                 if chunk:
                     deadline.start()
                     yield chunk
@@ -289,33 +291,34 @@ class StreamSession:
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
         return True
 
-    def _live_chunk(self, first: object) -> bytes | None:
-        """Everything waiting in the queue (``first`` and what came after it) as one
-        chunk: one write however many frames were waiting."""
+    def _live_chunk(self, items: list[object]) -> bytes | None:
+        """What was waiting in the queue as one chunk: one write however many frames
+        were waiting, up to WRITE_CHUNK_BYTES (the rest goes back to the queue for the
+        next write, so a backlog never becomes one huge copy)."""
         subscription = self.subscription
-        queue = subscription.queue
-        items = [first]
-        pending = queue.queue  # the deque behind the gevent queue
-        while pending:
-            items.append(queue.get_nowait())
         named = subscription.named
         frames: list[bytes] = []
+        size = 0
         newest: Entry | None = None
         delivered = 0
-        for item in items:
+        for index, item in enumerate(items):
             if type(item) is Entry:
                 if item.epoch != self.epoch:
                     frames.append(self._epoch_changed(item))
-                elif (item.ms, item.seq) <= subscription.last_key:
-                    continue  # already replayed
-                frames.append(item.frame(named))
-                subscription.last_key = (item.ms, item.seq)
-                newest = item
-                delivered += 1
+                if (item.ms, item.seq) > subscription.last_key:  # else: already replayed
+                    frame = item.frame(named)
+                    frames.append(frame)
+                    size += len(frame)
+                    subscription.last_key = (item.ms, item.seq)
+                    newest = item
+                    delivered += 1
             elif type(item) is Heartbeat:
                 frames.append(self._heartbeat(item.position))
             elif item is not WAKE:
                 log.error("unexpected item in stream queue: %r", item)
+            if size >= WRITE_CHUNK_BYTES:
+                subscription.queue.put_back(items[index + 1:])
+                break
         self._delivered = delivered
         self._newest = newest
         return b"".join(frames) if frames else None

@@ -19,6 +19,7 @@ from pushservice.position import Position
 from pushservice.store import Entry, StreamInfo
 from pushservice.streaming import (
     REPLAY_CONTINUE_RETRY_MS,
+    WRITE_CHUNK_BYTES,
     ClientTooSlowError,
     ResumePlan,
     StreamSession,
@@ -613,3 +614,18 @@ def test_a_client_that_stops_reading_is_cut_off(open_stream, settings):
 
     assert caught.value.errno == errno.EPIPE
     assert isinstance(caught.value, BrokenPipeError)
+
+
+def test_a_backlog_goes_out_in_bounded_writes_in_order(open_stream):
+    client = open_stream(hub_at=0, queue_size=5000)
+    client.next()
+    padding = b"x" * 3000
+    big = [Entry(T0 + n, 0, EP, ("user:u1",), "progress", b'{"n":%d,"p":"%s"}' % (n, padding),
+                 0) for n in range(1, 201)]
+    client.session.hub.route(big)
+
+    chunks = [client.next() for _ in range(10)]
+
+    assert all(len(chunk) < WRITE_CHUNK_BYTES + 4000 for chunk in chunks)
+    assert client.numbers() == list(range(1, 201))
+    assert client.session.subscription.queue.qsize() == 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gevent
 import pytest
+from gevent.queue import Empty, Full
 
 from pushservice.subscription import (
     WAKE,
     CloseReason,
+    Mailbox,
     Subscription,
     new_connection_id,
 )
@@ -99,3 +101,34 @@ def test_connection_ids_are_unique():
                                     CloseReason.TOKEN_EXPIRED])
 def test_close_reasons_are_plain_words(reason):
     assert reason.replace("_", "").isalpha()
+
+
+def test_mailbox_hands_over_everything_waiting_at_once():
+    mailbox = Mailbox(10)
+    for item in ("a", "b", "c"):
+        mailbox.put_nowait(item)
+    assert mailbox.take_all() == ["a", "b", "c"]
+    assert mailbox.qsize() == 0
+
+
+def test_mailbox_put_back_goes_before_newer_items():
+    mailbox = Mailbox(10)
+    mailbox.put_nowait("c")
+    mailbox.put_back(["a", "b"])
+    assert mailbox.take_all(timeout=0) == ["a", "b", "c"]
+
+
+def test_mailbox_waits_for_the_first_item_and_times_out_empty():
+    mailbox = Mailbox(10)
+    with pytest.raises(Empty):
+        mailbox.take_all(timeout=0.01)
+    gevent.spawn_later(0.01, mailbox.put_nowait, "late")
+    assert mailbox.take_all(timeout=2) == ["late"]
+
+
+def test_mailbox_refuses_beyond_its_size_without_blocking():
+    mailbox = Mailbox(2)
+    mailbox.put_nowait(1)
+    mailbox.put_nowait(2)
+    with pytest.raises(Full):
+        mailbox.put_nowait(3)
