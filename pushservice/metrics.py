@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 # Latency observations copied per flush at most (a random sample beyond that).
-MAX_OBSERVATIONS_PER_FLUSH = 2000
+MAX_OBSERVATIONS_PER_FLUSH = 256
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0)
 

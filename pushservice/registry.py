@@ -28,6 +28,8 @@ from .subscription import CloseReason, Subscription
 
 log = logging.getLogger(__name__)
 
+# Connections renewed per round trip to Redis.
+RENEW_SLICE = 100
 # How long an operator's close request waits to see the connection gone.
 CLOSE_CONFIRM_SECONDS = 3.0
 
@@ -129,25 +131,36 @@ class ConnectionRegistry:
 
     def renew(self) -> None:
         """Renew this worker's connections and publish its snapshot and counters."""
-        updates = []
         epoch = self.hub.epoch or "0"
-        for subscription in list(self.hub.subscriptions.values()):
-            state = (subscription.frames_sent, subscription.last_key)
-            fields: dict[str, Any] = {}
-            if self._reported_frames.get(subscription.id) != state:
-                self._reported_frames[subscription.id] = state
-                fields = {"frames_sent": subscription.frames_sent}
-                if subscription.last_key != (0, 0):
-                    fields["last_event_id"] = Position(epoch, *subscription.last_key).event_id
-            updates.append((subscription.id, subscription.user, fields))
         ttl = self.settings.registry_ttl_seconds
-        for start in range(0, len(updates), 1000):
-            self.store.renew(updates[start:start + 1000], ttl)
+        registered = self.hub.subscriptions
+        subscriptions = list(registered.values())
+        # Small slices, each its own round trip: renewing thousands of connections at once
+        # would hold the worker for tens of milliseconds, and every stream with it.
+        for start in range(0, len(subscriptions), RENEW_SLICE):
+            updates = [self._renewal(subscription, epoch)
+                       for subscription in subscriptions[start:start + RENEW_SLICE]
+                       if subscription.id in registered]
+            if updates:
+                self.store.renew(updates, ttl)
             gevent.sleep(0)
         counters = self.hub.stats.counters()
         self.store.publish_worker(self.worker_id, self.snapshot(counters),
                                   self._deltas.since_last(counters), ttl)
         self.stream_length = self.hub.store.length()
+
+    def _renewal(self, subscription: Subscription,
+                 epoch: str) -> tuple[str, str | None, dict[str, Any]]:
+        """What renewing ``subscription`` writes: its frame count and resume position
+        when they changed since the last renewal."""
+        state = (subscription.frames_sent, subscription.last_key)
+        fields: dict[str, Any] = {}
+        if self._reported_frames.get(subscription.id) != state:
+            self._reported_frames[subscription.id] = state
+            fields = {"frames_sent": subscription.frames_sent}
+            if subscription.last_key != (0, 0):
+                fields["last_event_id"] = Position(epoch, *subscription.last_key).event_id
+        return subscription.id, subscription.user, fields
 
     def snapshot(self, counters: dict[str, int] | None = None) -> dict[str, Any]:
         """This worker's figures, as the stats API aggregates them."""

@@ -147,8 +147,8 @@ class RegistryStore:
             if gone:
                 client.zrem(self.keys.connections, *gone)
             for connection_id, raw in zip(ids, records):
-                if not raw:
-                    continue
+                if not raw or b"connection_id" not in raw:
+                    continue  # gone, or only a renewal that raced with the close
                 record = _decode_record(raw)
                 if keep(record):
                     found.append(record)
