@@ -138,7 +138,7 @@ class Publisher:
         count = len(prefixes)
         now = time.time()
         items = [b'%s%d,"t":%.6f}}' % (prefixes[n % count], n, now) for n in ns]
-        if args.batch:
+        if args.batch or args.window_ms:
             body = b'{"messages":[' + b",".join(items) + b"]}"
             path = "/api/v1/messages/batch"
         else:
@@ -194,6 +194,9 @@ class Publisher:
 
         cutoff = start + args.duration_s * 1.5 + 5
         self.scheduled = total
+        if args.window_ms:
+            await self._run_windows(start, total, cutoff, idle, one, pending, opened)
+            return
         for i in range(total):
             due = start + i / args.rate
             if time.time() > cutoff:
@@ -207,6 +210,34 @@ class Publisher:
             conn = await idle.get()
             self.max_slip = max(self.max_slip, time.time() - due)
             task = asyncio.ensure_future(one(conn, self._take()))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.wait(pending, timeout=args.request_timeout_s)
+
+    async def _run_windows(self, start, total, cutoff, idle, one, pending, opened) -> None:
+        """Rate mode, batched: every ``window_ms`` one batch request carries the messages
+        that fell due in that window, as a service publishing at a high rate would."""
+        args = self.args
+        window = args.window_ms / 1000
+        tick = start
+        while self.next_n < total and time.time() <= cutoff:
+            tick += window
+            delay = tick - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due = min(total, int((time.time() - start) * args.rate) + 1)
+            if due <= self.next_n:
+                continue
+            if idle.empty() and opened < args.max_connections:
+                opened += 1
+                idle.put_nowait(await self._connect())
+            conn = await idle.get()
+            first_due = start + self.next_n / args.rate
+            self.max_slip = max(self.max_slip, time.time() - first_due - window)
+            ns = list(range(self.next_n, due))
+            self.next_n = due
+            task = asyncio.ensure_future(one(conn, ns))
             pending.add(task)
             task.add_done_callback(pending.discard)
         if pending:
@@ -277,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         help="rate mode opens more connections, up to this, rather than slip the schedule",
     )
     p.add_argument("--batch", type=int, default=0, help="messages per batch request; 0 = single")
+    p.add_argument("--window-ms", type=float, default=0.0,
+                   help="rate mode: send what falls due in each window as one batch request")
     p.add_argument("--target", default="channel:c1", help="channel:NAME or user:u{k}")
     p.add_argument("--targets", type=int, default=1, help="how many users u{k} spreads over")
     p.add_argument("--request-timeout-s", type=float, default=30.0)

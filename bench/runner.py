@@ -216,6 +216,8 @@ def _publisher_argv(scn: Scenario, port: int) -> list[str]:
             str(scn.publishers),
             "--batch",
             str(scn.batch),
+            "--window-ms",
+            str(scn.window_ms),
             "--target",
             scn.target,
             "--targets",

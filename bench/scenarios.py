@@ -28,6 +28,7 @@ class Scenario:
     targets: int = 1  # how many users u{k} the messages spread over
     publishers: int = 8  # publishing connections
     batch: int = 0  # messages per batch request, 0 = single sends
+    window_ms: float = 0.0  # rate mode: what falls due in a window goes as one batch
     heartbeat_s: float = 30.0
     workers: int = 1
     server_cores: str | None = "0"  # None = unpinned
@@ -97,7 +98,8 @@ SCENARIOS: dict[str, Scenario] = {
         _fanout(5000, 100),
         Scenario(
             name="targeted-2000x2000",
-            description="2,000 subscribers on their own user topic, 2,000 msg/s for 10 s, "
+            description="2,000 subscribers on their own user topic, 2,000 msg/s for 10 s "
+            "(batched every 5 ms), "
             "each to one user",
             subscribers=2000,
             path="/sse/user/u{i}",
@@ -106,6 +108,8 @@ SCENARIOS: dict[str, Scenario] = {
             target="user:u{k}",
             targets=2000,
             publishers=32,
+            # A service publishing 2,000 msg/s batches them: every 5 ms, what fell due.
+            window_ms=5.0,
         ),
         Scenario(
             name="idle-10000",

@@ -9,6 +9,7 @@ the first request under the development server).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ class PushService:
             return
         log.info("worker %s starts its reader on %s", os.getpid(),
                  self.settings.redis_url_redacted)
+        _tune_garbage_collection()
         self.hub.start()
         self.registry.start()
         self.registration.start()
@@ -150,6 +152,16 @@ class PushService:
         """The stream of ``subscription`` ended."""
         self.budget.release()
         self.registry.remove(subscription)
+
+
+def _tune_garbage_collection() -> None:
+    """A worker lives long and holds thousands of streams: full collections that walk
+    every object stalled all of them (the 1 % slowest deliveries took twice as long).
+    Freeze what start-up built, so collections skip it, and collect young objects less
+    often; reference counting still frees almost everything at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 50)
 
 
 def current_service() -> PushService:
