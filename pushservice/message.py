@@ -275,9 +275,13 @@ class MessageIds:
     def _renew(self) -> None:
         self._tag = secrets.token_hex(4)
         self._counter = itertools.count(1)
+        self._prefix = (-1, "")
 
     def next(self, now: float) -> str:
-        return f"msg_{int(now)}_{self._tag}{next(self._counter):06d}"
+        second = int(now)
+        if self._prefix[0] != second:
+            self._prefix = (second, f"msg_{second}_{self._tag}")
+        return f"{self._prefix[1]}{next(self._counter):06d}"
 
 
 _second_cache: tuple[int, str] = (-1, "")

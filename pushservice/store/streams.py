@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
+# KEYS: stream, epoch, request marker, shared counters, then one key per message that
+# carries its publisher's own id. ARGV: new epoch, max length, min id, request memory,
+# message count n, count d of such messages; then d pairs (message number, ttl); then n
+# pairs (header, body).
 _PUBLISH_SCRIPT = """
 local remembered = redis.call('GET', KEYS[3])
 if remembered then return {'remembered', remembered} end
@@ -41,26 +45,31 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
 end
+local n = tonumber(ARGV[5])
+local d = tonumber(ARGV[6])
+local chosen = {}
+for j = 1, d do
+  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[4 + j], ARGV[6 + 2 * j]}
+end
 local out = {epoch}
 local written = 0
-local n = tonumber(ARGV[5])
-local base = 6
+local base = 7 + 2 * d
 for i = 1, n do
-  local key_index = tonumber(ARGV[base])
+  local own = chosen[i]
   local id = false
-  if key_index > 0 then id = redis.call('GET', KEYS[key_index]) end
+  if own then id = redis.call('GET', own[1]) end
   if id then
     out[#out + 1] = id
     out[#out + 1] = '1'
   else
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-      'h', epoch .. ' ' .. ARGV[base + 2], 'm', ARGV[base + 3])
-    if key_index > 0 then redis.call('SET', KEYS[key_index], id, 'EX', ARGV[base + 1]) end
+      'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1])
+    if own then redis.call('SET', own[1], id, 'EX', own[2]) end
     written = written + 1
     out[#out + 1] = id
     out[#out + 1] = '0'
   end
-  base = base + 4
+  base = base + 2
 end
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'published', written)
@@ -187,21 +196,17 @@ class Store:
         now = time.time() if now is None else now
         keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
                 self.keys.stats]
-        args: list[object] = [
-            new_epoch(),
-            self.settings.stream_max_length,
-            f"{int(now * 1000) - self.settings.message_ttl * 1000}-0",
-            REQUEST_MEMORY_SECONDS,
-            len(messages),
-        ]
-        for message in messages:
-            key_index = 0
+        chosen: list[object] = []
+        entries: list[object] = []
+        for number, message in enumerate(messages, 1):
             if message.client_id:
                 keys.append(f"{self.keys.message_prefix}{message.service}:{message.id}")
-                key_index = len(keys)
-            args += [key_index, message.ttl_seconds,
-                     f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
-                     message.body]
+                chosen += [number, message.ttl_seconds]
+            entries += [f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
+                        message.body]
+        args = [new_epoch(), self.settings.stream_max_length,
+                f"{int(now * 1000) - self.settings.message_ttl * 1000}-0",
+                REQUEST_MEMORY_SECONDS, len(messages), len(chosen) // 2, *chosen, *entries]
         reply = self._script(0)(keys=keys, args=args, client=client)
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
