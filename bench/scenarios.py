@@ -157,5 +157,10 @@ SCENARIOS: dict[str, Scenario] = {
     ]
 }
 
-# Scenarios a server cannot run at all (raw-gevent is one process with no bus).
+# Scenarios a server cannot run at all (raw-gevent is one process with no bus), or is
+# not meant for (the Flask floor measures the publish path only).
 UNSUPPORTED = {("raw-gevent", "scaling-2w"): "one process, no bus between workers"}
+UNSUPPORTED.update({
+    ("flask-floor", name): "measures the publish path only (ingest scenarios)"
+    for name in SCENARIOS if not name.startswith("ingest")
+})

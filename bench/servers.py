@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 HOST = "127.0.0.1"
-SERVERS = ("pushservice", "raw-gevent", "flask-sse")
+SERVERS = ("pushservice", "raw-gevent", "flask-sse", "flask-floor")
 
 
 def free_port() -> int:
@@ -202,6 +202,20 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
             f"{HOST}:{port}",
             "bench.baselines.flasksse_app:app",
         ]
+    elif spec.kind == "flask-floor":
+        env = {}
+        argv = [
+            str(BIN / "gunicorn"),
+            "-c",
+            "bench/baselines/flasksse_gunicorn.py",
+            "-w",
+            str(spec.workers),
+            "-b",
+            f"{HOST}:{port}",
+            "--access-logfile",
+            "-",  # the service logs every request too
+            "bench.baselines.flask_floor:app",
+        ]
     elif spec.kind == "raw-gevent":
         if spec.workers != 1:
             raise ValueError("raw-gevent runs as one process")
@@ -224,7 +238,7 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
 
 def needs_redis(kind: str) -> bool:
     """Whether ``kind`` talks to Redis (raw-gevent keeps everything in process)."""
-    return kind != "raw-gevent"
+    return kind not in ("raw-gevent", "flask-floor")
 
 
 def start_server(spec: ServerSpec, redis_port: int | None, log_dir: Path) -> tuple[Process, int]:

@@ -163,7 +163,27 @@ def _ingest(r: Results) -> list[Check]:
             10,
             " msg/s",
         ),
+        _reference(
+            "ingest-single: the stack's own floor (a do-nothing Flask endpoint) vs flask-sse",
+            _get(r, "ingest-single", "flask-floor", "published", "accepted_per_s"),
+            _get(r, "ingest-single", "flask-sse", "published", "accepted_per_s"),
+            " msg/s",
+        ),
+        _reference(
+            "ingest-single: pushservice vs that floor",
+            _get(r, "ingest-single", p, "published", "accepted_per_s"),
+            _get(r, "ingest-single", "flask-floor", "published", "accepted_per_s"),
+            " msg/s",
+        ),
     ]
+
+
+def _reference(target: str, a, b, unit: str) -> Check:
+    """A ratio reported for reading the others, not a target of its own."""
+    if a is None or b is None:
+        return Check(target, "not measured", "n/a")
+    ratio = a / b if b else float("inf")
+    return Check(target, f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x", "INFO")
 
 
 def _scaling(r: Results) -> list[Check]:
