@@ -192,30 +192,12 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
         ]
     elif spec.kind == "flask-sse":
         env = {"REDIS_URL": redis_url}
-        argv = [
-            str(BIN / "gunicorn"),
-            "-c",
-            "bench/baselines/flasksse_gunicorn.py",
-            "-w",
-            str(spec.workers),
-            "-b",
-            f"{HOST}:{port}",
-            "bench.baselines.flasksse_app:app",
-        ]
+        argv = _baseline_gunicorn(spec, port, "bench.baselines.flasksse_app:app")
     elif spec.kind == "flask-floor":
         env = {}
-        argv = [
-            str(BIN / "gunicorn"),
-            "-c",
-            "bench/baselines/flasksse_gunicorn.py",
-            "-w",
-            str(spec.workers),
-            "-b",
-            f"{HOST}:{port}",
-            "--access-logfile",
-            "-",  # the service logs every request too
-            "bench.baselines.flask_floor:app",
-        ]
+        # Logs every request, as the service does.
+        argv = _baseline_gunicorn(spec, port, "bench.baselines.flask_floor:app",
+                                  "--access-logfile", "-")
     elif spec.kind == "raw-gevent":
         if spec.workers != 1:
             raise ValueError("raw-gevent runs as one process")
@@ -234,6 +216,12 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
     else:
         raise ValueError(f"unknown server {spec.kind!r}; expected one of {SERVERS}")
     return taskset(spec.cores, argv), env
+
+
+def _baseline_gunicorn(spec: ServerSpec, port: int, app: str, *options: str) -> list[str]:
+    """A Flask baseline under gunicorn's gevent worker (settings in flasksse_gunicorn.py)."""
+    return [str(BIN / "gunicorn"), "-c", "bench/baselines/flasksse_gunicorn.py",
+            "-w", str(spec.workers), "-b", f"{HOST}:{port}", *options, app]
 
 
 def needs_redis(kind: str) -> bool:
