@@ -74,7 +74,8 @@ class ConnectionRegistry:
 
     # -- one connection -----------------------------------------------------------------
 
-    def admit(self, subscription: Subscription) -> None:
+    def admit(self, subscription: Subscription, remote_addr: str | None = None,
+              user_agent: str | None = None) -> None:
         """Record ``subscription``; TooManyRequestsError (429) when its user already
         holds MAX_CONNECTIONS_PER_USER streams anywhere."""
         record = {
@@ -84,8 +85,8 @@ class ConnectionRegistry:
             "kind": subscription.kind,
             "user": subscription.user,
             "topics": subscription.topics,
-            "remote_addr": subscription.info.get("remote_addr"),
-            "user_agent": subscription.info.get("user_agent"),
+            "remote_addr": remote_addr,
+            "user_agent": user_agent,
             "connected_at": f"{subscription.connected_at:.3f}",
             "frames_sent": 0,
             "last_event_id": None,

@@ -132,7 +132,8 @@ class PushService:
 
     # -- connections --------------------------------------------------------------------
 
-    def admit(self, subscription: Subscription) -> None:
+    def admit(self, subscription: Subscription, remote_addr: str | None = None,
+              user_agent: str | None = None) -> None:
         """Count a new stream against MAX_CONNECTIONS and MAX_CONNECTIONS_PER_USER.
 
         Raises ServiceUnavailableError (503) or TooManyRequestsError (429); on success
@@ -143,7 +144,7 @@ class PushService:
                 "connections (MAX_CONNECTIONS); retry later or on another instance.",
                 retry_after=5, code="too_many_connections")
         try:
-            self.registry.admit(subscription)
+            self.registry.admit(subscription, remote_addr, user_agent)
         except BaseException:
             self.budget.release()
             raise

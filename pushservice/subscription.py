@@ -128,7 +128,6 @@ class Subscription:
         "connected_at",
         "frames_sent",
         "id",
-        "info",
         "kind",
         "last_key",
         "named",
@@ -139,8 +138,7 @@ class Subscription:
     )
 
     def __init__(self, topics: tuple[str, ...], queue_size: int, named: bool = True,
-                 kind: str = "stream", user: str | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+                 kind: str = "stream", user: str | None = None) -> None:
         self.id = new_connection_id()
         self.topics = topics
         self.named = named
@@ -153,7 +151,6 @@ class Subscription:
         self.frames_sent = 0
         # (ms, seq) of the newest stream entry this client has been given or skipped.
         self.last_key: tuple[int, int] = (0, 0)
-        self.info = info or {}
         self.pid = os.getpid()
 
     def offer(self, item: Any) -> bool:

@@ -114,11 +114,10 @@ def _open_stream(principal: Principal, kind: str, topics: list[str],
     plan = plan_resume(last_event_id, service.store.stream_info)
     subscription = Subscription(
         tuple(topics), service.settings.connection_queue_size, named=named, kind=kind,
-        user=principal.subject or user,
-        info={"remote_addr": request.remote_addr,
-              "user_agent": "".join(ch for ch in request.user_agent.string[:200]
-                                    if ch.isprintable())})
-    service.admit(subscription)
+        user=principal.subject or user)
+    service.admit(subscription, remote_addr=request.remote_addr,
+                  user_agent="".join(ch for ch in request.user_agent.string[:200]
+                                     if ch.isprintable()))
     session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
                             heartbeat_events=heartbeat_events,
                             expires_at=principal.expires_at,
