@@ -203,7 +203,7 @@ class Hub:
         """
         epoch = self.store.current_epoch(client)
         if self.epoch is None:
-            self.last_key = self.store.last_entry_key(client)
+            self.last_key = self.store.head_key(client)
             self.epoch = epoch
             log.info("reader starts after %s-%s (epoch %s)", *self.last_key, epoch)
         elif epoch != self.epoch:

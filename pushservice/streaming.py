@@ -98,10 +98,9 @@ def _trimmed_after(key: tuple[int, int], info: StreamInfo) -> bool:
     if info.max_deleted is not None:
         # Redis 7 knows the newest id it ever removed: exact.
         return info.max_deleted > key
-    # Redis 6.2: anything after ``key`` that is gone is a loss.
-    if info.first is None:
-        return info.last_generated is not None and info.last_generated > key
-    return True
+    # Redis 6.2: the publish script records the first entry each trim left; whatever a
+    # trim removed is older than that.
+    return info.trimmed_below is not None and key < info.trimmed_below
 
 
 def _oldest(info: StreamInfo) -> str:

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
-# KEYS: stream, epoch, request marker, shared counters, then one key per message that
-# carries its publisher's own id. ARGV: new epoch, max length, min id, request memory,
+# KEYS: stream, epoch, request marker, shared counters, trim boundary, then one key per
+# message that carries its publisher's own id. ARGV: new epoch, max length, min id, request memory,
 # message count n, count d of such messages; then d pairs (message number, ttl); then n
 # pairs (header, body).
 _PUBLISH_SCRIPT = """
@@ -49,7 +49,7 @@ local n = tonumber(ARGV[5])
 local d = tonumber(ARGV[6])
 local chosen = {}
 for j = 1, d do
-  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[4 + j], ARGV[6 + 2 * j]}
+  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[5 + j], ARGV[6 + 2 * j]}
 end
 local out = {epoch}
 local written = 0
@@ -62,8 +62,7 @@ for i = 1, n do
     out[#out + 1] = id
     out[#out + 1] = '1'
   else
-    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-      'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1])
+    id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1])
     if own then redis.call('SET', own[1], id, 'EX', own[2]) end
     written = written + 1
     out[#out + 1] = id
@@ -71,7 +70,13 @@ for i = 1, n do
   end
   base = base + 2
 end
-redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
+local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  + redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
+if trimmed > 0 then
+  -- Trimming removes the oldest entries: whatever was removed is older than the first
+  -- entry left. Resuming clients older than that are told they may have lost messages.
+  redis.call('SET', KEYS[5], redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1])
+end
 redis.call('HINCRBY', KEYS[4], 'published', written)
 redis.call('SET', KEYS[3], table.concat(out, ' '), 'EX', ARGV[4])
 return out
@@ -154,6 +159,8 @@ class StreamInfo:
     last_generated: tuple[int, int] | None
     # Only Redis 7+ reports it; None on 6.2.
     max_deleted: tuple[int, int] | None
+    # The first entry left by the last trim that removed any: everything removed is older.
+    trimmed_below: tuple[int, int] | None = None
 
 
 class Store:
@@ -195,7 +202,7 @@ class Store:
         client = self.client
         now = time.time() if now is None else now
         keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
-                self.keys.stats]
+                self.keys.stats, self.keys.trimmed]
         chosen: list[object] = []
         entries: list[object] = []
         for number, message in enumerate(messages, 1):
@@ -248,36 +255,45 @@ class Store:
         return reply.decode()
 
     @translate_errors
-    def last_entry_key(self, client: redis.Redis | None = None) -> tuple[int, int]:
-        """The id of the newest entry, or (0, 0) for an empty or missing stream."""
-        reply = (client or self.client).xrevrange(self.stream_key, max="+", min="-", count=1)
-        if not reply:
-            return (0, 0)
-        return parse_stream_id(reply[0][0])
+    def head_key(self, client: redis.Redis | None = None) -> tuple[int, int]:
+        """The id of the newest entry the stream ever had (even if trimmed since), or
+        (0, 0) for a missing stream."""
+        try:
+            info = (client or self.client).execute_command("XINFO", "STREAM", self.stream_key)
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return (0, 0)
+            raise
+        return parse_stream_id(_pairs(info)[b"last-generated-id"])
 
     @translate_errors
     def stream_info(self) -> StreamInfo:
         """Epoch, length and the boundaries of what the stream still holds."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.epoch_key)
+        pipe.get(self.keys.trimmed)
         pipe.execute_command("XINFO", "STREAM", self.stream_key)
-        epoch, info = pipe.execute(raise_on_error=False)
-        if isinstance(epoch, Exception):
-            raise epoch
+        epoch, trimmed, info = pipe.execute(raise_on_error=False)
+        for reply in (epoch, trimmed):
+            if isinstance(reply, Exception):
+                raise reply
+        epoch = epoch.decode() if epoch else None
+        trimmed_below = parse_stream_id(trimmed) if trimmed else None
         if isinstance(info, redis.ResponseError):
             # No such key: the stream was never written or was lost.
-            return StreamInfo(epoch.decode() if epoch else None, 0, None, None, None)
+            return StreamInfo(epoch, 0, None, None, None, trimmed_below)
         if isinstance(info, Exception):
             raise info
         fields = _pairs(info)
         first = fields.get(b"first-entry")
         max_deleted = fields.get(b"max-deleted-entry-id")
         return StreamInfo(
-            epoch=epoch.decode() if epoch else None,
+            epoch=epoch,
             length=int(fields.get(b"length", 0)),
             first=parse_stream_id(first[0]) if first else None,
             last_generated=parse_stream_id(fields[b"last-generated-id"]),
             max_deleted=parse_stream_id(max_deleted) if max_deleted else None,
+            trimmed_below=trimmed_below,
         )
 
     @translate_errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import gevent
@@ -120,17 +121,44 @@ def test_fresh_connection_gets_a_resume_point_that_loses_nothing(make_pipeline):
 
 
 def test_trimmed_history_is_announced_then_replayed_from_the_oldest_kept(make_pipeline):
-    pipeline = make_pipeline()
-    published = pipeline.publish(*[message(n) for n in range(1, 21)])
+    pipeline = make_pipeline(stream_max_length=100)
+    published = []
+    for start in range(1, 601, 100):  # trimming keeps about the newest 100-200
+        published += pipeline.publish(*[message(n) for n in range(start, start + 100)])
     client = redis.Redis.from_url(pipeline.settings.redis_url)
-    client.xtrim(pipeline.store.stream_key, maxlen=5, approximate=False)  # keeps 16..20
+    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
+        "data"]["n"])
+    assert 1 < first_kept < 600
 
     reader = pipeline.subscribe("user:1", last_event_id=published[2].position.event_id)
-    assert _numbers(reader.wait_messages(5)) == [16, 17, 18, 19, 20]
+    assert _numbers(reader.wait_messages(601 - first_kept)) == list(range(first_kept, 601))
     (lost,) = [f for f in reader.frames if f.event == "history-lost"]
     assert lost.json()["reason"] == "history_trimmed"
-    assert lost.json()["resumes_from"] == published[15].position.event_id
+    assert lost.json()["resumes_from"] == published[first_kept - 1].position.event_id
     assert reader.frames.index(lost) < reader.frames.index(reader.messages()[0])
+
+
+def test_resuming_inside_the_kept_history_after_trims_loses_nothing(make_pipeline):
+    pipeline = make_pipeline(stream_max_length=100)
+    published = []
+    for start in range(1, 601, 100):
+        published += pipeline.publish(*[message(n) for n in range(start, start + 100)])
+    reader = pipeline.subscribe("user:1", last_event_id=published[589].position.event_id)
+    assert _numbers(reader.wait_messages(10)) == list(range(591, 601))
+    assert not any(f.event == "history-lost" for f in reader.frames)
+
+
+def test_a_client_that_connected_to_an_empty_stream_resumes_without_a_false_alarm(
+        make_pipeline):
+    pipeline = make_pipeline()
+    first = pipeline.subscribe("user:1")
+    first.wait(lambda r: any(f.event == "connected" for f in r.frames))
+    position = first.parser.last_event_id
+    first.close()
+    pipeline.publish(message(1), message(2))
+    again = pipeline.subscribe("user:1", last_event_id=position)
+    assert _numbers(again.wait_messages(2)) == [1, 2]
+    assert not any(f.event == "history-lost" for f in again.frames)
 
 
 def test_stream_length_is_bounded_on_every_write(make_pipeline):

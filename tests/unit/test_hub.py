@@ -212,7 +212,7 @@ class FakeStore:
     def current_epoch(self, client=None) -> str:
         return self.epoch
 
-    def last_entry_key(self, client=None) -> tuple[int, int]:
+    def head_key(self, client=None) -> tuple[int, int]:
         return self.last
 
 

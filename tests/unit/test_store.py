@@ -213,13 +213,28 @@ def test_read_range_of_a_missing_stream_is_empty(store):
     assert store.read_range((0, 0), 10) == []
 
 
-def test_last_entry_key(store, messages):
-    assert store.last_entry_key() == (0, 0)
+def test_head_key_is_the_newest_id_ever_generated(store, messages, fake_redis):
+    assert store.head_key() == (0, 0)
 
     results = store.publish([messages(1), messages(2)])
 
-    assert store.last_entry_key() == results[-1].position.key
-    assert store.last_entry_key(store.reader_client()) == results[-1].position.key
+    assert store.head_key() == results[-1].position.key
+    assert store.head_key(store.reader_client()) == results[-1].position.key
+    fake_redis.xtrim(store.stream_key, maxlen=0)
+    assert store.head_key() == results[-1].position.key  # even once trimmed away
+
+
+def test_trims_record_where_what_they_removed_ends(store, messages, fake_redis):
+    assert store.stream_info().trimmed_below is None
+    for start in range(0, 400, 100):
+        store.publish([messages(n) for n in range(start, start + 100)])
+    assert store.stream_info().trimmed_below is None  # nothing removed yet
+    trimming = store.settings.replace(stream_max_length=100)
+    small = type(store)(trimming, store.connections)
+    small.publish([messages(1000)])
+    info = small.stream_info()
+    assert info.trimmed_below is not None
+    assert info.trimmed_below == info.first
 
 
 def test_entry_frames_are_encoded_once_and_shared():
@@ -318,7 +333,7 @@ def test_unreachable_redis_is_store_unavailable(store, messages, fake_redis_serv
     fake_redis_server.connected = False
 
     for call in (lambda: store.publish([messages(1)]), lambda: store.read_range((0, 0), 1),
-                 store.stream_info, store.current_epoch, store.last_entry_key, store.ping):
+                 store.stream_info, store.current_epoch, store.head_key, store.ping):
         with pytest.raises(StoreUnavailableError) as caught:
             call()
         assert caught.value.status == 503

@@ -48,13 +48,15 @@ def entry(n: int, *topics: str, epoch: str = EP, expires_at_ms: int = 0) -> Entr
 # -- plan_resume ------------------------------------------------------------------------
 
 
-def info(first=None, last=None, max_deleted=None, epoch=EP, length=None) -> StreamInfo:
+def info(first=None, last=None, max_deleted=None, epoch=EP, length=None,
+         trimmed_below=None) -> StreamInfo:
     first_key = None if first is None else key(first)
     last_key = None if last is None else key(last)
     deleted = None if max_deleted is None else key(max_deleted)
+    below = None if trimmed_below is None else key(trimmed_below)
     if length is None:
         length = 0 if first is None else last - first + 1
-    return StreamInfo(epoch, length, first_key, last_key, deleted)
+    return StreamInfo(epoch, length, first_key, last_key, deleted, below)
 
 
 def never_called() -> StreamInfo:
@@ -113,8 +115,9 @@ def test_kept_position_replays_after_it(resume_at):
 
 
 def test_trimmed_history_on_redis_6_2_is_told_and_replays_what_is_kept():
-    # Redis 6.2 does not report max-deleted-entry-id.
-    plan = plan_resume(event_id(5), lambda: info(first=10, last=20))
+    # Redis 6.2 does not report max-deleted-entry-id: the publish script records where
+    # its trims stopped.
+    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, trimmed_below=10))
 
     assert plan.replay_after == (0, 0)
     assert plan.lost == {"reason": "history_trimmed", "last_event_id": event_id(5),
@@ -136,11 +139,17 @@ def test_redis_7_knows_when_only_older_entries_were_trimmed(max_deleted):
     assert plan == ResumePlan(key(5))
 
 
-def test_everything_trimmed_on_redis_6_2():
-    assert plan_resume(event_id(20), lambda: info(last=20)) == ResumePlan(key(20))
-    plan = plan_resume(event_id(15), lambda: info(last=20))
+def test_everything_but_the_newest_trimmed_on_redis_6_2():
+    kept = info(first=20, last=20, trimmed_below=20)
+    assert plan_resume(event_id(20), lambda: kept) == ResumePlan(key(20))
+    plan = plan_resume(event_id(15), lambda: kept)
     assert plan.lost["reason"] == "history_trimmed"
-    assert plan.lost["resumes_from"] == "now"
+    assert plan.lost["resumes_from"] == event_id(20)
+
+
+def test_a_stream_never_trimmed_on_redis_6_2_lost_nothing():
+    # A client that connected to an empty stream holds position 0-0.
+    assert plan_resume(event_id(0), lambda: info(first=1, last=20)) == ResumePlan(key(0))
 
 
 def test_everything_trimmed_on_redis_7():
