@@ -187,7 +187,7 @@ def _printable(text: str | None) -> str | None:
 def _describe(published: Published) -> dict[str, Any]:
     return {
         "id": published.message.id,
-        "event_id": published.position.event_id,
+        "event_id": published.event_id,
         "topics": published.message.topics,  # a tuple: orjson writes it as an array
         "duplicate": published.duplicate,
     }

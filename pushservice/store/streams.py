@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import redis
 
@@ -92,12 +91,24 @@ return epoch
 """
 
 
-class Published(NamedTuple):
+class Published:
     """Where one message went: its event id, and whether it was a repeat."""
 
-    message: Message
-    position: Position
-    duplicate: bool
+    __slots__ = ("duplicate", "epoch", "message", "stream_id")
+
+    def __init__(self, message: Message, epoch: str, stream_id: str, duplicate: bool) -> None:
+        self.message = message
+        self.epoch = epoch
+        self.stream_id = stream_id  # "<ms>-<seq>", as Redis gave it
+        self.duplicate = duplicate
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.epoch}-{self.stream_id}"
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, *parse_stream_id(self.stream_id))
 
 
 class Entry:
@@ -218,12 +229,9 @@ class Store:
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
         epoch = reply[0].decode()
-        results = []
-        for index, message in enumerate(messages):
-            ms, _, seq = reply[1 + 2 * index].partition(b"-")
-            results.append(Published(message, Position(epoch, int(ms), int(seq)),
-                                     reply[2 + 2 * index] == b"1"))
-        return results
+        return [Published(message, epoch, reply[1 + 2 * index].decode(),
+                          reply[2 + 2 * index] == b"1")
+                for index, message in enumerate(messages)]
 
     # -- reading ------------------------------------------------------------------------
 
