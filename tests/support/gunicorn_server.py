@@ -17,12 +17,20 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import requests
 
 from .ports import free_port
-from .processes import child_pids, is_alive, kill_pids, register, unregister, wait_gone
+from .processes import (
+    ChildServer,
+    child_pids,
+    is_alive,
+    kill_pids,
+    register,
+    unregister,
+    wait_gone,
+)
 from .sse_client import SSEClient
 from .waiting import Deadline
 
@@ -45,7 +53,7 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn"]
 
 
-class ServiceProcess:
+class ServiceProcess(ChildServer):
     """One instance of the service: a gunicorn master and its gevent workers.
 
     The environment is ``REDIS_URL=redis_url``, ``SERVICE_PORT=port`` (a free port when
@@ -212,18 +220,7 @@ class ServiceProcess:
         self._session.close()
         shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self if self.running else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     # -- state ---------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """True while the gunicorn master runs."""
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def master_pid(self) -> int | None:

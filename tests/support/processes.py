@@ -103,6 +103,30 @@ def stop_process(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTE
         return None
 
 
+class ChildServer:
+    """A server the suite runs as a child process (``_proc``): ``with`` starts it unless it
+    runs already, and closes it at the end. Subclasses provide ``start`` and ``close``."""
+
+    _proc: subprocess.Popen | None = None
+
+    def start(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the child process exists (a server may not answer yet)."""
+        return self._proc is not None and self._proc.poll() is None
+
+
 class Reportable(Protocol):
     """A running server whose logs are worth showing when a test fails."""
 

@@ -18,10 +18,9 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Self
 
 from .ports import free_port
-from .processes import register, stop_process, unregister
+from .processes import ChildServer, register, stop_process, unregister
 from .waiting import Deadline
 
 BINARY_ENV = "TEST_REDIS_SERVER"
@@ -77,7 +76,7 @@ class RedisServerError(RuntimeError):
     """redis-server did not start or stop as asked; the message carries its log."""
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """One redis-server process listening on 127.0.0.1 only.
 
     Persistence is off unless ``appendonly`` is true (AOF with ``appendfsync``, "always" by
@@ -203,18 +202,7 @@ class RedisServer:
         unregister(self)
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start() if not self.running else self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     # -- state ---------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """True while the redis-server process exists (it may not answer yet)."""
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pid(self) -> int | None:
