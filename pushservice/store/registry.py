@@ -156,12 +156,6 @@ class RegistryStore:
                         return found, connection_id
             start = f"({ids[-1]}"
 
-    @translate_errors
-    def user_connection_ids(self, user: str) -> list[str]:
-        now_ms = int(time.time() * 1000)
-        ids = self.connections.command.zrangebyscore(self.keys.user(user), now_ms, "+inf")
-        return sorted(i.decode() for i in ids)
-
     # -- workers, instances, counters ---------------------------------------------------
 
     @translate_errors
