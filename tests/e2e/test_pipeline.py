@@ -141,7 +141,8 @@ def test_a_stalled_client_is_cut_off_without_delaying_the_others(service):
 
         reader = gevent.spawn(read_everything)
         # Kernel buffers hold megabytes: keep publishing until the service gives up on
-        # the stalled client (at most 40 MB).
+        # the stalled client (at most 40 MB). The pause lets a blocked write reach
+        # WRITE_TIMEOUT_SECONDS however fast this machine publishes.
         while sent < 5000:
             batch = [dict(_message(n, channel="slow"), data={"n": n, "pad": filler})
                      for n in range(sent, sent + 100)]
@@ -150,6 +151,7 @@ def test_a_stalled_client_is_cut_off_without_delaying_the_others(service):
             sent += 100
             if instance.get("/health").json()["connections"]["instance"] == 1:
                 break
+            gevent.sleep(0.1)
         assert sent < 5000, "the stalled client was never cut off"
         deadline = time.monotonic() + 20
         while len(received) < sent and time.monotonic() < deadline:
