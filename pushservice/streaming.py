@@ -197,9 +197,11 @@ class StreamSession:
                 if self.expires_at is not None and time.time() >= self.expires_at:
                     self._token_expired()
                 if subscription.closing is not None:
-                    deadline.start()
-                    yield self._final_frame(subscription.closing, subscription.close_detail)
-                    deadline.cancel()
+                    if subscription.closing != CloseReason.CLIENT_GONE:
+                        deadline.start()
+                        yield self._final_frame(subscription.closing,
+                                                subscription.close_detail)
+                        deadline.cancel()
                     return
                 try:
                     items = queue.take_all(timeout=self._time_left())
@@ -242,19 +244,21 @@ class StreamSession:
         yield b"".join(head)
         if self.plan.replay_after is not None:
             complete = yield from self._replay(self.plan.replay_after)
-            if complete:
-                moved = self._position_after_replay()
-                if moved is not None:
-                    yield moved
+            moved = self._position_after_replay(complete)
+            if moved is not None:
+                yield moved
 
     def _replay(self, after: tuple[int, int]) -> Generator[bytes, None, bool]:
-        """Send what the client missed, page by page. Returns False when it stopped at
-        REPLAY_MAX_MESSAGES (the client reconnects to continue), True when complete."""
+        """Send what the client missed, page by page. Returns False when it stopped
+        early, at REPLAY_MAX_MESSAGES or because the stream is closing (the client
+        reconnects to continue), True when complete."""
         subscription = self.subscription
         named = subscription.named
         limit = self.settings.replay_max_messages
         key = after
         while True:
+            if subscription.closing is not None:
+                return False
             entries = self.store.read_range(key, REPLAY_PAGE)
             if not entries:
                 break
@@ -335,13 +339,14 @@ class StreamSession:
 
     # -- individual frames --------------------------------------------------------------
 
-    def _position_after_replay(self) -> bytes | None:
-        """After a replay the client holds everything up to the later of the replay's
-        end and the hub's position at registration (the replay read past it). Make that
-        its Last-Event-ID, unless it already is, so that a reconnect neither repeats a
-        history-lost nor rescans what was just replayed."""
+    def _position_after_replay(self, complete: bool) -> bytes | None:
+        """After a replay the client holds everything up to where it stopped or, when it
+        is ``complete``, up to the later of that and the hub's position at registration
+        (the replay read past it). Make that its Last-Event-ID, unless it already is, so
+        that a reconnect neither repeats a history-lost nor rescans what was replayed."""
         subscription = self.subscription
-        if self.start.epoch == self.epoch and self.start.key > subscription.last_key:
+        if complete and self.start.epoch == self.epoch \
+                and self.start.key > subscription.last_key:
             subscription.last_key = self.start.key
         current = Position(self.epoch, *subscription.last_key).event_id
         if current == self._client_id:

@@ -96,6 +96,8 @@ class CloseReason:
     REPLAY_LIMIT = "replay_limit"
     KICKED = "closed_by_operator"
     TOKEN_EXPIRED = "token_expired"
+    # The client hung up: nobody is left to read a final frame.
+    CLIENT_GONE = "client_gone"
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,7 +236,7 @@ def test_beyond_max_connections_the_answer_is_503_with_retry_after(service):
             assert refused.json()["error"]["code"] == "too_many_connections"
         held.pop().close()
         deadline = time.monotonic() + 10
-        while True:  # the server notices the closed stream at its next write
+        while True:  # until the server has noticed the hang-up
             instance.post("/api/v1/messages/broadcast",
                           json={"type": "info", "service": "e2e", "data": {}})
             with instance.sse("/sse/user/full") as again:
@@ -246,6 +246,31 @@ def test_beyond_max_connections_the_answer_is_503_with_retry_after(service):
             time.sleep(0.1)
     finally:
         for client in held:
+            client.close()
+
+
+def test_a_client_that_hangs_up_is_forgotten_at_once(service):
+    # Heartbeats far apart and nothing published: no write can reveal the hang-up.
+    instance = service(HEARTBEAT_INTERVAL="300", MAX_CONNECTIONS="2")
+    clients = [instance.sse("/sse/user/gone") for _ in range(2)]
+    try:
+        for client in clients:
+            _greeting(client)
+        assert instance.get("/health").json()["connections"]["instance"] == 2
+        listed = instance.get("/api/v1/connections", params={"user": "gone"}).json()
+        assert len(listed["connections"]) == 2
+        for client in clients:
+            client.close()
+        deadline = time.monotonic() + 10
+        while instance.get("/health").json()["connections"]["instance"] > 0:
+            assert time.monotonic() < deadline, "the closed streams still hold their slots"
+            time.sleep(0.05)
+        listed = instance.get("/api/v1/connections", params={"user": "gone"}).json()
+        assert listed["connections"] == []
+        with instance.sse("/sse/user/gone") as again:
+            assert again.status == 200
+    finally:
+        for client in clients:
             client.close()
 
 

@@ -452,6 +452,37 @@ def test_close_sends_a_closing_frame_and_ends_the_stream(open_stream):
     assert client.parsed.complete
 
 
+def test_a_client_that_hung_up_gets_no_final_frame(open_stream):
+    client = open_stream(hub_at=1)
+    client.next()
+
+    client.session.subscription.close(CloseReason.CLIENT_GONE)
+
+    assert client.rest() == []
+
+
+def test_closing_during_a_replay_stops_it_where_the_client_can_resume(open_stream,
+                                                                      monkeypatch):
+    monkeypatch.setattr(streaming, "REPLAY_PAGE", 2)
+    stored = [entry(n) for n in range(1, 9)]
+    # The hub had routed everything when the stream opened: a complete replay would
+    # move the client to 8, but this one is cut short after its first page.
+    client = open_stream(plan=ResumePlan((0, 0)), entries=stored, hub_at=8)
+    client.next()  # greeting
+    client.next()  # first page
+    client.session.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
+    client.rest()
+
+    assert client.numbers() == [1, 2]
+    assert client.events("closing")
+    assert client.parsed.last_event_id == event_id(2)
+    again = open_stream(plan=plan_resume(client.parsed.last_event_id,
+                                         FakeStore(stored).stream_info), entries=stored)
+    for _ in range(4):  # greeting, then three pages
+        again.next()
+    assert again.numbers() == [3, 4, 5, 6, 7, 8]
+
+
 def test_closing_frame_without_a_retry_hint_uses_sse_retry_ms(open_stream, settings):
     client = open_stream(hub_at=1)
     client.next()
