@@ -4,7 +4,9 @@ An idle stream writes only a heartbeat every HEARTBEAT_INTERVAL seconds, and the
 write to a socket the peer closed still succeeds: without help a closed browser tab would
 hold its connection slot, its registry entry and its per-user allowance for up to two
 intervals. After its request an SSE client sends nothing, so its socket turning readable
-means end of stream (or a reset): one libev watcher per connection, no greenlet.
+means end of stream (or a reset). The stream session watches its client's socket with one
+libev watcher, no greenlet (see ``StreamSession``); this module answers the two questions
+that needs.
 
 Like nginx, a client that half-closes (shuts down only its sending side) is taken as gone.
 """
@@ -12,73 +14,36 @@ Like nginx, a client that half-closes (shuts down only its sending side) is take
 from __future__ import annotations
 
 import _socket  # the unpatched socket type: a peek must never wait
-import logging
 import socket
-from collections.abc import Callable
 from typing import Any
 
-import gevent
-
-log = logging.getLogger(__name__)
-
-_READ = 1  # libev's EV_READ
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
-class HangupWatch:
-    """Calls ``on_hangup`` (in the event loop: it must not block) once the peer of
-    ``fd`` closes or resets the connection. ``stop()`` before the socket is closed."""
+def client_fd(environ: dict[str, Any]) -> int | None:
+    """The file descriptor of the request's own connection, when it has one to itself:
+    an HTTP/1.x request under gunicorn. None elsewhere (HTTP/2 shares its socket among
+    streams; other servers do not expose it); those streams notice at their next write."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None or environ.get("SERVER_PROTOCOL") not in ("HTTP/1.0", "HTTP/1.1") \
+            or environ.get("HTTP_VERSION") == "2":
+        return None
+    try:
+        fd = sock.fileno()
+    except OSError:
+        return None
+    return fd if fd >= 0 else None
 
-    __slots__ = ("_fd", "_on_hangup", "_watcher")
 
-    def __init__(self, fd: int, on_hangup: Callable[[], None]) -> None:
-        self._fd = fd
-        self._on_hangup = on_hangup
-        self._watcher = gevent.get_hub().loop.io(fd, _READ)
-        self._watcher.start(self._readable)
-
-    @classmethod
-    def for_request(cls, environ: dict[str, Any],
-                    on_hangup: Callable[[], None]) -> HangupWatch | None:
-        """A watch on the request's own connection, when it has one to itself: an
-        HTTP/1.x request under gunicorn. None elsewhere (HTTP/2 shares its socket among
-        streams; other servers do not expose it); those streams notice at their next
-        write."""
-        sock = environ.get("gunicorn.socket")
-        if sock is None or environ.get("SERVER_PROTOCOL") not in ("HTTP/1.0", "HTTP/1.1") \
-                or environ.get("HTTP_VERSION") == "2":
-            return None
-        try:
-            fd = sock.fileno()
-        except OSError:
-            return None
-        if fd < 0:
-            return None
-        return cls(fd, on_hangup)
-
-    def _readable(self) -> None:
-        peer = _socket.socket(fileno=self._fd)  # borrowed: detached below, never closed
-        try:
-            pending = peer.recv(1, _PEEK)
-        except BlockingIOError:
-            return  # a spurious wake-up: keep watching
-        except OSError:
-            pending = b""  # reset by the peer
-        finally:
-            peer.detach()
-        # Either way stop: the watch is level-triggered, and bytes a client sends after
-        # its request (TLS records, a pipelined request) stay unread.
-        self.stop()
-        if not pending:
-            try:
-                self._on_hangup()
-            except Exception:  # never let it escape into the event loop
-                log.exception("handling a client hang-up failed")
-
-    def stop(self) -> None:
-        """Stop watching. Idempotent."""
-        watcher = self._watcher
-        if watcher is not None:
-            self._watcher = None
-            watcher.stop()
-            watcher.close()
+def hung_up(fd: int) -> bool | None:
+    """Called when ``fd`` turned readable: True when the peer closed or reset the
+    connection, False when it sent bytes (left unread), None for a spurious wake-up."""
+    peer = _socket.socket(fileno=fd)  # borrowed: detached below, never closed
+    try:
+        return not peer.recv(1, _PEEK)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return True  # reset by the peer
+    finally:
+        peer.detach()

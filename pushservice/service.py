@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -29,6 +30,9 @@ from .settings import Settings
 from .store import ControlStore, Keys, Published, RegistryStore, Store
 from .store.rates import PublishRateLimiter
 from .subscription import CloseReason, Subscription
+
+if TYPE_CHECKING:
+    from .streaming import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,11 @@ class PushService:
         """The stream of ``subscription`` ended."""
         self.budget.release()
         self.registry.remove(subscription)
+
+    def release_session(self, session: StreamSession) -> None:
+        """A stream session's ``on_close``: a bound method, lighter than a closure on
+        each of thousands of connections."""
+        self.release(session.subscription)
 
 
 def _tune_garbage_collection() -> None:

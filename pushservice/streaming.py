@@ -22,6 +22,7 @@ from gevent import Timeout
 from gevent.queue import Empty
 
 from .errors import StoreUnavailableError
+from .hangup import hung_up
 from .hub import BROADCAST_TOPIC, Hub
 from .position import Position, parse_event_id
 from .settings import Settings
@@ -30,6 +31,8 @@ from .store import Entry, Store, StreamInfo
 from .subscription import WAKE, CloseReason, Heartbeat, Subscription
 
 log = logging.getLogger(__name__)
+
+_EV_READ = 1  # libev's event mask for a readable file descriptor
 
 REPLAY_PAGE = 500
 # Frames joined into one write at most (bytes); a backlog goes out in several writes.
@@ -126,14 +129,15 @@ class StreamSession:
     releases the connection's budget, whether or not the body was ever iterated.
     """
 
-    __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_newest", "epoch",
-                 "expires_at", "heartbeat_events", "hub", "on_close", "plan", "replayed",
-                 "settings", "start", "store", "subscription", "topics")
+    __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
+                 "epoch", "expires_at", "heartbeat_events", "hub", "on_close", "plan",
+                 "replayed", "settings", "start", "store", "subscription", "topics")
 
     def __init__(self, hub: Hub, store: Store, settings: Settings,
                  subscription: Subscription, plan: ResumePlan,
                  heartbeat_events: bool = False, expires_at: float | None = None,
-                 on_close: Callable[[StreamSession], None] | None = None) -> None:
+                 on_close: Callable[[StreamSession], None] | None = None,
+                 client_fd: int | None = None) -> None:
         self.hub = hub
         self.store = store
         self.settings = settings
@@ -153,6 +157,13 @@ class StreamSession:
         # What the chunk being written carries: message frames, and the newest entry.
         self._delivered = 0
         self._newest: Entry | None = None
+        # The client's socket, watched for a hang-up (hangup.py): a libev watcher and
+        # an argument tuple, the least a connection can carry for it.
+        self._hangup_watch = None
+        if client_fd is not None:
+            watch = gevent.get_hub().loop.io(client_fd, _EV_READ)
+            watch.start(StreamSession._client_readable, self)
+            self._hangup_watch = watch
 
     # -- the WSGI iterable --------------------------------------------------------------
 
@@ -166,11 +177,34 @@ class StreamSession:
         if self._closed:
             return
         self._closed = True
+        self._stop_hangup_watch()  # before the server closes the socket and its fd is reused
         if self._body is not None:
             self._body.close()
         self.hub.unregister(self.subscription)
         if self.on_close is not None:
             self.on_close(self)
+
+    def _client_readable(self) -> None:
+        """Runs in the event loop (it must not block) when the client's socket turned
+        readable: a hang-up ends the stream, with no final frame."""
+        watch = self._hangup_watch
+        if watch is None:
+            return
+        gone = hung_up(watch.fd)
+        if gone is None:
+            return  # a spurious wake-up: keep watching
+        # Either way stop: the watch is level-triggered, and bytes a client sends after
+        # its request (TLS records, a pipelined request) stay unread.
+        self._stop_hangup_watch()
+        if gone:
+            self.subscription.close(CloseReason.CLIENT_GONE)
+
+    def _stop_hangup_watch(self) -> None:
+        watch = self._hangup_watch
+        if watch is not None:
+            self._hangup_watch = None
+            watch.stop()
+            watch.close()
 
     def _stream(self) -> Iterator[bytes]:
         """Everything the client receives, each chunk under a write deadline: a client

@@ -14,6 +14,7 @@ bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
 bp.before_request(admin_only)
 
 MAX_PAGE = 1000
+_FILTERS = ("user", "topic", "instance", "cursor")
 
 
 @bp.get("")
@@ -21,8 +22,16 @@ def list_connections():
     """Connections, oldest first, filterable by ``user``, ``topic`` and ``instance``,
     ``limit`` per page (default 100, at most 1000), continued with ``cursor``."""
     args = request.args
+    # A misspelt filter (``user_id``) would silently list everybody.
+    unknown = sorted(set(args) - {*_FILTERS, "limit"})
+    if unknown:
+        named = ", ".join(name[:40] for name in unknown[:5])
+        raise BadRequestError(
+            f"Unknown parameter {named}: filter with user, topic or instance; page with "
+            "limit and cursor.", details={"parameters": [n[:40] for n in unknown[:5]]},
+            code="invalid_parameter")
     filters = {}
-    for name in ("user", "topic", "instance", "cursor"):
+    for name in _FILTERS:
         value = args.get(name)
         if value is not None:
             if not is_valid_name(value):

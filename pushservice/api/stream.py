@@ -8,17 +8,15 @@ the refused ones), capacity (503). A stream ends by itself when its token expire
 
 from __future__ import annotations
 
-import functools
-
 from flask import Blueprint, Response, request
 
 from ..auth import Principal, authenticate
 from ..errors import BadRequestError, ServiceUnavailableError
-from ..hangup import HangupWatch
+from ..hangup import client_fd
 from ..message import is_valid_name
 from ..service import current_service
 from ..streaming import StreamSession, plan_resume
-from ..subscription import CloseReason, Subscription
+from ..subscription import Subscription
 
 bp = Blueprint("stream", __name__, url_prefix="/sse")
 
@@ -121,18 +119,11 @@ def _open_stream(principal: Principal, kind: str, topics: list[str],
     service.admit(subscription, remote_addr=request.remote_addr,
                   user_agent="".join(ch for ch in request.user_agent.string[:200]
                                      if ch.isprintable()))
-    hangup: HangupWatch | None = None
-
-    def ended(session: StreamSession) -> None:
-        if hangup is not None:
-            hangup.stop()  # before the server closes the socket and its number is reused
-        service.release(session.subscription)
-
     session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
                             heartbeat_events=heartbeat_events,
-                            expires_at=principal.expires_at, on_close=ended)
-    hangup = HangupWatch.for_request(
-        request.environ, functools.partial(subscription.close, CloseReason.CLIENT_GONE))
+                            expires_at=principal.expires_at,
+                            on_close=service.release_session,
+                            client_fd=client_fd(request.environ))
     response = EventStreamResponse(session, headers=_STREAM_HEADERS, direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     return response

@@ -86,6 +86,10 @@ def test_every_connection_of_every_worker_and_instance_is_listed(cluster):
         assert {c["instance"] for c in _all_connections(alpha, instance="beta")} == {"beta"}
         bad = alpha.get("/api/v1/connections", params={"limit": "0"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_limit"
+        misspelt = alpha.get("/api/v1/connections", params={"user_id": "list-a"})
+        assert misspelt.status_code == 400
+        assert misspelt.json()["error"]["code"] == "invalid_parameter"
+        assert misspelt.json()["error"]["details"] == {"parameters": ["user_id"]}
     finally:
         for client, _ in opened:
             client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import socket
 import time
 
 import gevent
@@ -452,13 +453,53 @@ def test_close_sends_a_closing_frame_and_ends_the_stream(open_stream):
     assert client.parsed.complete
 
 
-def test_a_client_that_hung_up_gets_no_final_frame(open_stream):
-    client = open_stream(hub_at=1)
+@pytest.fixture
+def socket_pair():
+    server, client = socket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_a_client_that_hangs_up_ends_its_stream_without_a_final_frame(open_stream,
+                                                                      socket_pair):
+    server, peer = socket_pair
+    client = open_stream(hub_at=1, client_fd=server.fileno())
     client.next()
+    reader = gevent.spawn(client.rest)
+    gevent.sleep(0.05)
+    assert not reader.dead, "an idle stream waits"
 
-    client.session.subscription.close(CloseReason.CLIENT_GONE)
+    peer.close()
+    reader.join(timeout=2)
 
-    assert client.rest() == []
+    assert reader.dead and reader.value == []
+    assert client.session.subscription.closing == CloseReason.CLIENT_GONE
+
+
+def test_bytes_from_the_client_do_not_end_its_stream(open_stream, socket_pair):
+    server, peer = socket_pair
+    client = open_stream(hub_at=1, client_fd=server.fileno())
+    client.next()
+    peer.sendall(b"GET /next HTTP/1.1\r\n")
+    gevent.sleep(0.05)
+    peer.close()  # the watch stopped at the bytes, so this goes unnoticed until a write
+    gevent.sleep(0.05)
+
+    assert client.session.subscription.closing is None
+    client.session.hub.route([entry(2)])
+    client.next()
+    assert client.numbers() == [2]
+
+
+def test_a_closed_session_stops_watching_its_client(open_stream, socket_pair):
+    server, peer = socket_pair
+    client = open_stream(hub_at=1, client_fd=server.fileno())
+    client.session.close()
+    peer.close()
+    gevent.sleep(0.05)
+
+    assert client.session.subscription.closing is None
 
 
 def test_closing_during_a_replay_stops_it_where_the_client_can_resume(open_stream,
