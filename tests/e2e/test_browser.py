@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +129,84 @@ def test_browser_on_another_origin_is_refused_without_cors(service, page_server,
     )
     assert {e["stream"] for e in errors} == {"plain", "named"}
     assert browser.evaluate("seen.connected") == {}
+
+
+def test_a_closed_eventsource_and_a_left_page_free_their_connections(service, page_server,
+                                                                     browser):
+    # Heartbeats far apart and nothing published: only the hang-up itself can tell.
+    instance = service(CORS_ORIGINS=json.dumps([page_server.origin]), HEARTBEAT_INTERVAL="300")
+    page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.connected.plain && seen.connected.named", 15,
+                     what="both EventSources to receive their 'connected' event")
+
+    def open_connections() -> int:
+        return instance.get("/health").json()["connections"]["instance"]
+
+    def wait_until(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while open_connections() != count:
+            assert time.monotonic() < deadline, f"still {open_connections()} open, not {count}"
+            time.sleep(0.05)
+
+    wait_until(2)
+    browser.run("es.close()")
+    wait_until(1)
+    # The user closes the tab (a page only navigated away from may stay in the
+    # back/forward cache, stream and all).
+    driver = browser.driver
+    page_tab = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    other_tab = driver.current_window_handle
+    driver.switch_to.window(page_tab)
+    driver.close()
+    driver.switch_to.window(other_tab)
+    wait_until(0)
+
+
+def _readme_example(containing: str) -> str:
+    """The README's JavaScript example that contains ``containing``, verbatim."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    (example,) = [block for block in re.findall(r"```js\n(.*?)```", readme, re.DOTALL)
+                  if containing in block]
+    return example
+
+
+def test_the_readme_page_closes_its_stream_when_left_and_resumes_on_return(
+        service, page_server, browser):
+    instance = service(CORS_ORIGINS=json.dumps([page_server.origin]), HEARTBEAT_INTERVAL="300")
+    example = _readme_example("pagehide").replace("http://localhost:8089", instance.base_url)
+    page_server.add("/", "<!doctype html><meta charset='utf-8'><script>\n"
+                         "window.shown = []; const show = (m) => shown.push(m.data.n);\n"
+                         "addEventListener('pageshow', (e) => { window.restored = e.persisted; });\n"
+                         f"{example}</script>")
+    page_server.add("/other", "<!doctype html><p>another page</p>")
+
+    def publish(n: int) -> None:
+        response = instance.publish({"type": "progress", "service": "knowledge-service",
+                                     "target": {"user_id": "123"}, "data": {"n": n}})
+        assert response.status_code == 202, response.text
+
+    def open_connections() -> int:
+        return instance.get("/health").json()["connections"]["instance"]
+
+    browser.open(page_server.url("/"))
+    browser.wait_for("lastEventId !== ''", 15, what="the stream's 'connected' event")
+    publish(1)
+    browser.wait_for("shown.length == 1", 15, what="the first message")
+
+    browser.open(page_server.url("/other"))
+    deadline = time.monotonic() + 10
+    while open_connections():
+        assert time.monotonic() < deadline, "the page left behind still holds its stream"
+        time.sleep(0.05)
+    publish(2)  # while the user is away
+
+    browser.driver.back()
+    browser.wait_for("window.restored !== undefined", 15, what="the page to show again")
+    if not browser.evaluate("window.restored"):
+        pytest.skip("this browser reloaded the page instead of restoring it from its "
+                    "back/forward cache")
+    assert browser.wait_for("shown.length >= 2 && shown", 15,
+                            what="the message published while away") == [1, 2]
+    assert open_connections() == 1
