@@ -267,6 +267,6 @@ def test_claims_and_their_shapes_are_enforced_end_to_end(secured):
     with secured.sse("/sse/stream/user:123,kb:kb789,kb:other", headers=headers) as refused:
         assert refused.status == 403
         assert refused.json()["error"]["details"]["forbidden"] == ["kb:other"]
-    wait_until(lambda: secured.get("/health").json()["connections"]["instance"] == 0, 5,
+    wait_until(lambda: secured.open_connections() == 0, 5,
                message="streams to be released")
     assert requests.get(secured.url("/health"), timeout=5).ok

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -140,18 +141,13 @@ def test_a_closed_eventsource_and_a_left_page_free_their_connections(service, pa
     browser.wait_for("seen.connected.plain && seen.connected.named", 15,
                      what="both EventSources to receive their 'connected' event")
 
-    def open_connections() -> int:
-        return instance.get("/health").json()["connections"]["instance"]
+    def until_open(count: int) -> None:
+        wait_until(lambda: instance.open_connections() == count, 10,
+                   message=lambda: f"{count} open, not {instance.open_connections()}")
 
-    def wait_until(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while open_connections() != count:
-            assert time.monotonic() < deadline, f"still {open_connections()} open, not {count}"
-            time.sleep(0.05)
-
-    wait_until(2)
+    until_open(2)
     browser.run("es.close()")
-    wait_until(1)
+    until_open(1)
     # The user closes the tab (a page only navigated away from may stay in the
     # back/forward cache, stream and all).
     driver = browser.driver
@@ -161,7 +157,7 @@ def test_a_closed_eventsource_and_a_left_page_free_their_connections(service, pa
     driver.switch_to.window(page_tab)
     driver.close()
     driver.switch_to.window(other_tab)
-    wait_until(0)
+    until_open(0)
 
 
 def _readme_example(containing: str) -> str:
@@ -176,10 +172,10 @@ def test_the_readme_page_closes_its_stream_when_left_and_resumes_on_return(
         service, page_server, browser):
     instance = service(CORS_ORIGINS=json.dumps([page_server.origin]), HEARTBEAT_INTERVAL="300")
     example = _readme_example("pagehide").replace("http://localhost:8089", instance.base_url)
-    page_server.add("/", "<!doctype html><meta charset='utf-8'><script>\n"
-                         "window.shown = []; const show = (m) => shown.push(m.data.n);\n"
-                         "addEventListener('pageshow', (e) => { window.restored = e.persisted; });\n"
-                         f"{example}</script>")
+    hooks = ("window.shown = []; const show = (m) => shown.push(m.data.n);\n"
+             "addEventListener('pageshow', (e) => { window.restored = e.persisted; });\n")
+    page_server.add("/", f"<!doctype html><meta charset='utf-8'><script>\n{hooks}{example}"
+                         "</script>")
     page_server.add("/other", "<!doctype html><p>another page</p>")
 
     def publish(n: int) -> None:
@@ -187,19 +183,14 @@ def test_the_readme_page_closes_its_stream_when_left_and_resumes_on_return(
                                      "target": {"user_id": "123"}, "data": {"n": n}})
         assert response.status_code == 202, response.text
 
-    def open_connections() -> int:
-        return instance.get("/health").json()["connections"]["instance"]
-
     browser.open(page_server.url("/"))
     browser.wait_for("lastEventId !== ''", 15, what="the stream's 'connected' event")
     publish(1)
     browser.wait_for("shown.length == 1", 15, what="the first message")
 
     browser.open(page_server.url("/other"))
-    deadline = time.monotonic() + 10
-    while open_connections():
-        assert time.monotonic() < deadline, "the page left behind still holds its stream"
-        time.sleep(0.05)
+    wait_until(lambda: instance.open_connections() == 0, 10,
+               message="the page left behind to give up its stream")
     publish(2)  # while the user is away
 
     browser.driver.back()
@@ -209,4 +200,4 @@ def test_the_readme_page_closes_its_stream_when_left_and_resumes_on_return(
                     "back/forward cache")
     assert browser.wait_for("shown.length >= 2 && shown", 15,
                             what="the message published while away") == [1, 2]
-    assert open_connections() == 1
+    assert instance.open_connections() == 1

@@ -450,10 +450,6 @@ def stream_length(target) -> Callable[[], int]:
     client.close()
 
 
-def _open_connections(target) -> int:
-    return target.get("/health").json()["connections"]["instance"]
-
-
 def _send(target, case: Case, tokens) -> tuple[int, dict[str, str], bytes, list]:
     """Send ``case``; returns status, headers (lower-case names), body and SSE frames."""
     headers = {"Origin": "http://app.example", **case.headers}
@@ -498,7 +494,7 @@ def test_hostile_request(case: Case, target, tokens, stream_length):
         assert all(frame.event in CONTROL_EVENTS for frame in frames)
 
     assert stream_length() == before, "a refused request wrote to the stream"
-    wait_until(lambda: _open_connections(target) == 0, 5,
+    wait_until(lambda: target.open_connections() == 0, 5,
                message="the connection to be released")
 
 
@@ -519,5 +515,5 @@ def test_the_same_instance_serves_good_requests(target, tokens, stream_length):
         assert [frame.json()["service"] for frame in received] == [
             "knowledge-service", "agent-service"]
         assert stream_length() == before + 2
-    wait_until(lambda: _open_connections(target) == 0, 5, message="the stream to be released")
+    wait_until(lambda: target.open_connections() == 0, 5, message="the stream to be released")
     assert requests.get(target.url("/health"), timeout=5).status_code == 200

@@ -14,6 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.sse_client import SSEClient
+from tests.support.waiting import wait_until
 
 FAST_REGISTRY = {"REGISTRY_REFRESH_SECONDS": "0.5", "REGISTRY_TTL_SECONDS": "2"}
 
@@ -24,18 +25,6 @@ def _is_message(frame) -> bool:
 
 def _greeting(client: SSEClient) -> dict:
     return client.wait_for(lambda frame: frame.event == "connected").json()
-
-
-def _eventually(check, timeout: float = 10.0, interval: float = 0.1):
-    """Poll ``check`` until it returns a truthy value; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last: {result!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +104,7 @@ def test_stats_add_up_across_workers_and_instances(cluster):
                     and messages["delivered"] - before["delivered"] >= 120)
             return stats if done else None
 
-        stats = _eventually(settled)
+        stats = wait_until(settled, 10, interval=0.1)
         connections = stats["connections"]
         assert connections["total"] == sum(connections["by_instance"].values())
         assert connections["total"] == sum(connections["by_worker"].values())
@@ -187,7 +176,7 @@ def test_a_killed_workers_connections_vanish_within_the_registry_ttl(service):
                 return False  # a kept-alive connection to the killed worker
             return not (by_worker[victim] & listed)
 
-        _eventually(gone, timeout=15, interval=0.2)
+        wait_until(gone, 15, interval=0.2)
         elapsed = time.monotonic() - killed_at
         print(f"\nentries of the killed worker vanished after {elapsed:.1f}s (TTL 2 s)")
         assert elapsed < 2 + 0.5 + 2, "within REGISTRY_TTL_SECONDS plus one refresh"
@@ -231,7 +220,7 @@ def test_metrics_parse_and_count_what_was_published_and_received(service):
             values = _metrics(instance)
             return values if values.get("message_push_frames_delivered_total") == 80 else None
 
-        values = _eventually(flushed)
+        values = wait_until(flushed, 10, interval=0.1)
         sent = values['message_push_messages_sent_total{"endpoint": "send"}']
         assert sent == 15
         assert values['message_push_messages_sent_total{"endpoint": "batch"}'] == 5
@@ -259,19 +248,19 @@ def test_metrics_can_be_limited_to_an_allow_list(service):
 def test_health_turns_503_without_redis_and_200_when_it_is_back(service, make_redis_server):
     server = make_redis_server(appendonly=True)
     instance = service(redis_url=server.url(0), READER_BLOCK_MS="500")
-    _eventually(lambda: instance.get("/health").status_code == 200)
+    wait_until(lambda: instance.get("/health").status_code == 200, 10, interval=0.1)
     server.stop()
     started = time.monotonic()
-    (response,) = _eventually(
-        lambda: (r := instance.get("/health")).status_code == 503 and (r,))
+    (response,) = wait_until(
+        lambda: (r := instance.get("/health")).status_code == 503 and (r,), 10, interval=0.1)
     print(f"\n/health turned 503 {time.monotonic() - started:.1f}s after Redis stopped")
     assert time.monotonic() - started < 5
     body = response.json()
     assert body["status"] == "unavailable" and not body["checks"]["redis"]["ok"]
     assert int(response.headers["Retry-After"]) >= 1
     server.restart(keep_data=True)
-    _eventually(lambda: all(instance.get("/health").status_code == 200 for _ in range(4)),
-                timeout=20)
+    wait_until(lambda: all(instance.get("/health").status_code == 200 for _ in range(4)),
+               20, interval=0.1)
 
 
 class _Gateway(http.server.ThreadingHTTPServer):
@@ -325,8 +314,8 @@ def test_instances_register_in_redis_and_with_the_gateway(service):
         instance = service(INSTANCE_NAME="gw-one", GATEWAY_URL=gateway.url,
                            GATEWAY_RENEW_SECONDS="1", **FAST_REGISTRY)
         other = service(redis_url=instance.redis_url, INSTANCE_NAME="gw-two", **FAST_REGISTRY)
-        puts = _eventually(lambda: len(gateway.seen("PUT")) >= 2 and gateway.seen("PUT"),
-                           timeout=15)
+        puts = wait_until(lambda: len(gateway.seen("PUT")) >= 2 and gateway.seen("PUT"),
+                          15, interval=0.1)
         _, path, body = puts[0]
         assert path == "/registry/services/pushservice/instances/gw-one"
         assert body["instance"] == "gw-one" and body["port"] == instance.port
@@ -337,12 +326,12 @@ def test_instances_register_in_redis_and_with_the_gateway(service):
             names = {i["instance"] for i in other.get("/admin/instances").json()["instances"]}
             return names if {"gw-one", "gw-two"} <= names else None
 
-        _eventually(listed)
+        wait_until(listed, 10, interval=0.1)
         instance.stop()
-        deletes = _eventually(lambda: gateway.seen("DELETE"), timeout=10)
+        deletes = wait_until(lambda: gateway.seen("DELETE"), 10, interval=0.1)
         assert deletes[0][1] == "/registry/services/pushservice/instances/gw-one"
-        _eventually(lambda: {i["instance"] for i in other.get("/admin/instances").json()[
-            "instances"]} == {"gw-two"})
+        wait_until(lambda: {i["instance"] for i in other.get("/admin/instances").json()[
+            "instances"]} == {"gw-two"}, 10, interval=0.1)
     finally:
         gateway.close()
 
@@ -356,5 +345,5 @@ def test_an_unreachable_gateway_never_blocks_serving(service):
         instance.publish({"type": "info", "service": "ops", "target": {"user_id": "gw"},
                           "data": {}})
         client.wait_for(_is_message)
-    _eventually(lambda: "gateway registration failed" in instance.output(), timeout=10)
+    wait_until(lambda: "gateway registration failed" in instance.output(), 10, interval=0.1)
 

@@ -11,6 +11,7 @@ import gevent
 import pytest
 
 from tests.support.sse_client import SSEClient, StreamClosedError
+from tests.support.waiting import wait_until
 
 CONTROL_EVENTS = {"connected", "history-lost", "closing", "heartbeat"}
 
@@ -149,7 +150,7 @@ def test_a_stalled_client_is_cut_off_without_delaying_the_others(service):
             response = instance.post("/api/v1/messages/batch", json={"messages": batch})
             assert response.status_code == 202
             sent += 100
-            if instance.get("/health").json()["connections"]["instance"] == 1:
+            if instance.open_connections() == 1:
                 break
             gevent.sleep(0.1)
         assert sent < 5000, "the stalled client was never cut off"
@@ -235,15 +236,14 @@ def test_beyond_max_connections_the_answer_is_503_with_retry_after(service):
             assert int(refused.headers["retry-after"]) > 0
             assert refused.json()["error"]["code"] == "too_many_connections"
         held.pop().close()
-        deadline = time.monotonic() + 10
-        while True:  # until the server has noticed the hang-up
+
+        def reused() -> bool:  # once the server has noticed the hang-up
             instance.post("/api/v1/messages/broadcast",
                           json={"type": "info", "service": "e2e", "data": {}})
             with instance.sse("/sse/user/full") as again:
-                if again.status == 200:
-                    break
-            assert time.monotonic() < deadline, "the freed slot was never reused"
-            time.sleep(0.1)
+                return again.status == 200
+
+        wait_until(reused, 10, interval=0.1, message="the freed slot to be reused")
     finally:
         for client in held:
             client.close()
@@ -256,15 +256,13 @@ def test_a_client_that_hangs_up_is_forgotten_at_once(service):
     try:
         for client in clients:
             _greeting(client)
-        assert instance.get("/health").json()["connections"]["instance"] == 2
+        assert instance.open_connections() == 2
         listed = instance.get("/api/v1/connections", params={"user": "gone"}).json()
         assert len(listed["connections"]) == 2
         for client in clients:
             client.close()
-        deadline = time.monotonic() + 10
-        while instance.get("/health").json()["connections"]["instance"] > 0:
-            assert time.monotonic() < deadline, "the closed streams still hold their slots"
-            time.sleep(0.05)
+        wait_until(lambda: instance.open_connections() == 0, 10,
+                   message="the closed streams to give up their slots")
         listed = instance.get("/api/v1/connections", params={"user": "gone"}).json()
         assert listed["connections"] == []
         with instance.sse("/sse/user/gone") as again:

@@ -293,6 +293,10 @@ class ServiceProcess(ChildServer):
         """Open an SSE connection to ``path``; keyword arguments go to SSEClient."""
         return SSEClient(self.url(path), **kwargs)
 
+    def open_connections(self) -> int:
+        """The streams this instance holds, all workers together (from ``/health``)."""
+        return self.get("/health").json()["connections"]["instance"]
+
     # -- internals -----------------------------------------------------------------------
 
     def _check_master(self) -> None:

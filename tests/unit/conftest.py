@@ -5,6 +5,7 @@
   a fakeredis client of ``fake_redis_server``, so they all share one in-memory Redis, which
   ``fake_redis`` (tests/conftest.py) looks at too.
 - ``store``: a Store on those clients.
+- ``socket_pair``: a connected pair of real sockets, the service's end first.
 - ``parse_sse``: a small SSE parser that follows the HTML standard's algorithm to the
   letter, to check what a browser would make of the bytes the service writes.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,6 +25,14 @@ from pushservice.store import RedisConnections, Store
 @pytest.fixture
 def settings() -> Settings:
     return Settings()
+
+
+@pytest.fixture
+def socket_pair():
+    server, client = socket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
 
 
 @pytest.fixture

@@ -10,21 +10,13 @@ import pytest
 from pushservice.hangup import client_fd, hung_up
 
 
-@pytest.fixture
-def pair():
-    server, client = socket.socketpair()
-    yield server, client
-    server.close()
-    client.close()
-
-
-def test_nothing_to_read_is_no_verdict(pair):
-    server, _ = pair
+def test_nothing_to_read_is_no_verdict(socket_pair):
+    server, _ = socket_pair
     assert hung_up(server.fileno()) is None
 
 
-def test_a_closed_peer_hung_up(pair):
-    server, client = pair
+def test_a_closed_peer_hung_up(socket_pair):
+    server, client = socket_pair
     client.close()
     assert hung_up(server.fileno()) is True
 
@@ -43,8 +35,8 @@ def test_a_reset_peer_hung_up():
         accepted.close()
 
 
-def test_bytes_from_the_peer_are_no_hang_up_and_stay_unread(pair):
-    server, client = pair
+def test_bytes_from_the_peer_are_no_hang_up_and_stay_unread(socket_pair):
+    server, client = socket_pair
     client.sendall(b"GET / HTTP/1.1\r\n")
     client.close()
 
@@ -52,8 +44,8 @@ def test_bytes_from_the_peer_are_no_hang_up_and_stay_unread(pair):
     assert server.recv(100) == b"GET / HTTP/1.1\r\n"
 
 
-def test_the_socket_stays_open_after_a_verdict(pair):
-    server, client = pair
+def test_the_socket_stays_open_after_a_verdict(socket_pair):
+    server, client = socket_pair
     client.close()
     hung_up(server.fileno())
     assert server.fileno() >= 0
@@ -69,13 +61,13 @@ def test_no_descriptor_without_a_connection_of_its_own(environ):
     assert client_fd(environ) is None
 
 
-def test_the_descriptor_of_an_http_1_request_on_gunicorn(pair):
-    server, _ = pair
+def test_the_descriptor_of_an_http_1_request_on_gunicorn(socket_pair):
+    server, _ = socket_pair
     environ = {"SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": server}
     assert client_fd(environ) == server.fileno()
 
 
-def test_a_closed_socket_has_no_descriptor(pair):
-    server, _ = pair
+def test_a_closed_socket_has_no_descriptor(socket_pair):
+    server, _ = socket_pair
     server.close()
     assert client_fd({"SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": server}) is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import socket
 import time
 
 import gevent
@@ -451,14 +450,6 @@ def test_close_sends_a_closing_frame_and_ends_the_stream(open_stream):
     assert json.loads(closing.data) == {"reason": "closed_by_operator", "retry_ms": 500}
     assert client.parsed.retry == 500
     assert client.parsed.complete
-
-
-@pytest.fixture
-def socket_pair():
-    server, client = socket.socketpair()
-    yield server, client
-    server.close()
-    client.close()
 
 
 def test_a_client_that_hangs_up_ends_its_stream_without_a_final_frame(open_stream,
