@@ -34,20 +34,26 @@ def _get(results: Results, scenario: str, server: str, *path: str):
     return value
 
 
+def _versus(a: float, b: float, unit: str) -> tuple[float, str]:
+    """``a / b``, and the figure that shows it."""
+    ratio = a / b if b else float("inf")
+    return ratio, f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x"
+
+
 def _ratio(target: str, a, b, minimum: float, unit: str = "") -> Check:
     if a is None or b is None:
         return Check(target, "not measured", "n/a")
-    ratio = a / b if b else float("inf")
-    figure = f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x (need >= {minimum}x)"
-    return Check(target, figure, "PASS" if ratio >= minimum else "MISS")
+    ratio, figure = _versus(a, b, unit)
+    return Check(target, f"{figure} (need >= {minimum}x)",
+                 "PASS" if ratio >= minimum else "MISS")
 
 
 def _no_more_than(target: str, a, b, maximum: float, unit: str = "") -> Check:
     if a is None or b is None:
         return Check(target, "not measured", "n/a")
-    ratio = a / b if b else float("inf")
-    figure = f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x (need <= {maximum}x)"
-    return Check(target, figure, "PASS" if ratio <= maximum else "MISS")
+    ratio, figure = _versus(a, b, unit)
+    return Check(target, f"{figure} (need <= {maximum}x)",
+                 "PASS" if ratio <= maximum else "MISS")
 
 
 def _at_most(target: str, value, limit: float, unit: str) -> Check:
@@ -182,8 +188,7 @@ def _reference(target: str, a, b, unit: str) -> Check:
     """A ratio reported for reading the others, not a target of its own."""
     if a is None or b is None:
         return Check(target, "not measured", "n/a")
-    ratio = a / b if b else float("inf")
-    return Check(target, f"{a:,.1f}{unit} vs {b:,.1f}{unit} = {ratio:.2f}x", "INFO")
+    return Check(target, _versus(a, b, unit)[1], "INFO")
 
 
 def _scaling(r: Results) -> list[Check]:
