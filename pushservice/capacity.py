@@ -57,7 +57,3 @@ class ConnectionBudget:
     def total(self) -> int:
         """Open streams of the whole instance."""
         return sum(self._counts)
-
-    def local(self) -> int:
-        """Open streams of this worker."""
-        return self._counts[self.slot]

@@ -220,7 +220,7 @@ class Hub:
         now_ms = time.time() * 1000
         offered = 0
         for entry in entries:
-            if entry.expires_at_ms and entry.expires_at_ms < now_ms:
+            if entry.expired(now_ms):
                 self.stats.expired_skipped += 1
                 continue
             topics = entry.topics

@@ -28,6 +28,7 @@ import orjson
 from . import __version__
 from .errors import StoreUnavailableError
 from .hub import Backoff
+from .registry import worker_id
 from .settings import Settings
 from .store import RegistryStore
 
@@ -105,13 +106,12 @@ class InstanceRegistration:
         self.gateway = Gateway(settings) if settings.gateway_url else None
         self.started_at = time.time()
         self.leading = False
-        self.gateway_registered_at: float | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._pid: int | None = None
 
     @property
     def holder(self) -> str:
-        return f"{self.settings.instance_name}:{os.getpid()}"
+        return worker_id(self.settings)
 
     def start(self) -> None:
         if self._pid == os.getpid():
@@ -138,18 +138,19 @@ class InstanceRegistration:
         gateway_backoff = Backoff(1.0, 60.0)
         next_gateway_attempt = 0.0
         while True:
+            record = None  # built once a round, and only by the leader
             try:
                 self.leading = self.store.lead("instance:" + self.settings.instance_name,
                                                self.holder, ttl)
                 if self.leading:
-                    self.store.put_instance(self.settings.instance_name,
-                                            instance_record(self.settings, self.started_at), ttl)
+                    record = instance_record(self.settings, self.started_at)
+                    self.store.put_instance(self.settings.instance_name, record, ttl)
             except StoreUnavailableError as exc:
                 log.debug("instance registration in Redis failed: %s", exc)
             if self.leading and self.gateway is not None and time.monotonic() >= next_gateway_attempt:
                 try:
-                    self.gateway.register(instance_record(self.settings, self.started_at))
-                    self.gateway_registered_at = time.time()
+                    self.gateway.register(
+                        record or instance_record(self.settings, self.started_at))
                     gateway_backoff.reset()
                     next_gateway_attempt = time.monotonic() + self.settings.gateway_renew_seconds
                 except GatewayError as exc:

@@ -312,6 +312,14 @@ def _is_timestamp(value: Any) -> bool:
     return True
 
 
+def printable(text: str | None, limit: int = 200) -> str | None:
+    """Client-given ``text`` without control characters, short enough to echo back or
+    record."""
+    if text is None:
+        return None
+    return "".join(ch for ch in text[:limit] if ch.isprintable())
+
+
 def is_valid_name(value: Any, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> bool:
     """True when ``value`` may be used as a channel, user, session or topic value: a
     string of 1 to ``max_length`` letters, digits, ``_ - . : @`` (nothing that could end a

@@ -22,15 +22,13 @@ from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
 from .errors import ForbiddenError
 from .hub import Hub
 from .settings import Settings
-from .stats import DeltaTracker
+from .stats import LATENCY_BUCKETS, DeltaTracker
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 # Latency observations copied per flush at most (a random sample beyond that).
 MAX_OBSERVATIONS_PER_FLUSH = 256
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0)
 
 # stats.py counter -> (metric attribute, label values)
 _COUNTER_MAP = {
@@ -64,7 +62,7 @@ class PushMetrics:
         self.duration = Histogram(
             "message_push_message_duration_seconds",
             "From publish (Redis took the message) to the frame written to a client.",
-            registry=r, buckets=DURATION_BUCKETS)
+            registry=r, buckets=LATENCY_BUCKETS)
         self.frames_delivered = Counter(
             "message_push_frames_delivered", "Message frames written to clients.", registry=r)
         self.slow_consumers = Counter(
@@ -109,9 +107,9 @@ class PushMetrics:
         self.http = PrometheusMetrics(
             app=None, path=None, registry=self.registry, group_by="endpoint",
             defaults_prefix=NO_PREFIX, excluded_paths=["^/metrics$"],
-            buckets=DURATION_BUCKETS)
+            buckets=LATENCY_BUCKETS)
         self.http.export_defaults(group_by="endpoint", prefix="message_push",
-                                  buckets=DURATION_BUCKETS, app=app)
+                                  buckets=LATENCY_BUCKETS, app=app)
         app.add_url_rule("/metrics", "metrics", self._view)
 
     def _view(self):

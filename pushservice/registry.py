@@ -34,6 +34,11 @@ RENEW_SLICE = 100
 CLOSE_CONFIRM_SECONDS = 3.0
 
 
+def worker_id(settings: Settings) -> str:
+    """This worker process across the deployment: its instance's name and its pid."""
+    return f"{settings.instance_name}:{os.getpid()}"
+
+
 class ConnectionRegistry:
     """This worker's part of the registry, and the deployment-wide views of it."""
 
@@ -51,7 +56,7 @@ class ConnectionRegistry:
 
     @property
     def worker_id(self) -> str:
-        return f"{self.settings.instance_name}:{os.getpid()}"
+        return worker_id(self.settings)
 
     # -- lifecycle ----------------------------------------------------------------------
 

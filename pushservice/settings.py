@@ -21,6 +21,9 @@ from .errors import SettingsError
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The words a yes/no setting or query option may be given as (case-insensitive).
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+              "0": False, "false": False, "no": False, "off": False}
 # Algorithms a token may be signed with. "none" is never accepted.
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -34,7 +37,6 @@ _EXAMPLE_SECRETS = frozenset({
     "secret-key", "secret_key", "changeme", "change-me", "change_me", "changeit",
     "please-change-me", "your-256-bit-secret", "supersecret", "super-secret-key",
 })
-_COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class Settings:
             "jwt_audience": reader.words("JWT_AUDIENCE"),
             "jwt_leeway_seconds": reader.number("JWT_LEEWAY_SECONDS", 10.0, minimum=0,
                                                 maximum=300),
-            "auth_cookie_name": reader.cookie_name("AUTH_COOKIE_NAME", "pushservice_token"),
+            "auth_cookie_name": reader.name("AUTH_COOKIE_NAME", "pushservice_token"),
             "stream_key_prefix": reader.name("STREAM_KEY_PREFIX", "pushservice"),
             "stream_max_length": reader.integer("STREAM_MAX_LENGTH", 1_000_000, minimum=100),
             "connection_queue_size": reader.integer(
@@ -340,12 +342,10 @@ class _EnvReader:
 
     def boolean(self, name: str, default: bool) -> bool:
         def convert(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
+            value = FLAG_WORDS.get(raw.lower())
+            if value is None:
+                raise ValueError(raw)
+            return value
 
         return self._parse(name, default, convert, "true or false")
 
@@ -449,11 +449,3 @@ class _EnvReader:
             self.problems.append(f"{name}={raw!r}: the file holds no PEM public key")
             return ""
         return text
-
-    def cookie_name(self, name: str, default: str) -> str:
-        def convert(raw: str) -> str:
-            if not _COOKIE_NAME.fullmatch(raw):
-                raise ValueError(raw)
-            return raw
-
-        return self._parse(name, default, convert, "1-64 letters, digits, '-', '_' or '.'")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -131,22 +132,18 @@ class StreamSession:
 
     __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
                  "epoch", "expires_at", "heartbeat_events", "hub", "on_close", "plan",
-                 "replayed", "settings", "start", "store", "subscription", "topics")
+                 "replayed", "start", "subscription")
 
-    def __init__(self, hub: Hub, store: Store, settings: Settings,
-                 subscription: Subscription, plan: ResumePlan,
+    def __init__(self, hub: Hub, subscription: Subscription, plan: ResumePlan,
                  heartbeat_events: bool = False, expires_at: float | None = None,
                  on_close: Callable[[StreamSession], None] | None = None,
                  client_fd: int | None = None) -> None:
         self.hub = hub
-        self.store = store
-        self.settings = settings
         self.subscription = subscription
         self.plan = plan
         self.heartbeat_events = heartbeat_events
         self.expires_at = expires_at
         self.on_close = on_close
-        self.topics = frozenset(subscription.topics)
         self.start = hub.register(subscription)
         self.epoch = self.start.epoch
         self.replayed = 0
@@ -164,6 +161,14 @@ class StreamSession:
             watch = gevent.get_hub().loop.io(client_fd, _EV_READ)
             watch.start(StreamSession._client_readable, self)
             self._hangup_watch = watch
+
+    @property
+    def settings(self) -> Settings:
+        return self.hub.settings
+
+    @property
+    def store(self) -> Store:
+        return self.hub.store
 
     # -- the WSGI iterable --------------------------------------------------------------
 
@@ -257,7 +262,7 @@ class StreamSession:
         """The greeting, then what the client missed."""
         subscription = self.subscription
         greeting = {"connection_id": subscription.id,
-                    "instance": self.settings.instance_name, "worker": subscription.pid,
+                    "instance": self.settings.instance_name, "worker": os.getpid(),
                     "topics": list(subscription.topics),
                     "heartbeat_interval": self.settings.heartbeat_interval}
         head = [encode_retry(self.settings.sse_retry_ms)]
@@ -289,6 +294,7 @@ class StreamSession:
         subscription = self.subscription
         named = subscription.named
         limit = self.settings.replay_max_messages
+        subscribed = frozenset(subscription.topics)
         key = after
         while True:
             if subscription.closing is not None:
@@ -300,8 +306,7 @@ class StreamSession:
             frames: list[bytes] = []
             for entry in entries:
                 last = entry
-                sent = (not entry.expires_at_ms or entry.expires_at_ms >= now_ms) and matches(
-                    entry.topics, self.topics)
+                sent = not entry.expired(now_ms) and matches(entry.topics, subscribed)
                 if sent:
                     frames.append(entry.frame(named))
                     self.replayed += 1

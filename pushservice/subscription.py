@@ -7,7 +7,6 @@ neither slow the reader nor grow the worker's memory.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -133,7 +132,6 @@ class Subscription:
         "kind",
         "last_key",
         "named",
-        "pid",
         "queue",
         "topics",
         "user",
@@ -153,7 +151,6 @@ class Subscription:
         self.frames_sent = 0
         # (ms, seq) of the newest stream entry this client has been given or skipped.
         self.last_key: tuple[int, int] = (0, 0)
-        self.pid = os.getpid()
 
     def offer(self, item: Any) -> bool:
         """Queue ``item`` without blocking. A full queue closes the subscription as a slow

@@ -29,9 +29,10 @@ def health():
     since_read = None if hub.last_read_ok is None else now - hub.last_read_ok
     # A healthy reader completes a blocking read at least every READER_BLOCK_MS.
     reader_deadline = service.settings.reader_block_ms / 1000 * 2 + 3
+    alive = hub.reader_alive()
     checks["reader"] = {
-        "ok": hub.reader_alive() and since_read is not None and since_read <= reader_deadline,
-        "alive": hub.reader_alive(),
+        "ok": alive and since_read is not None and since_read <= reader_deadline,
+        "alive": alive,
         "seconds_since_last_read": None if since_read is None else round(since_read, 3),
         "lag_seconds": round(hub.lag_seconds, 3),
         "last_error": hub.last_error,

@@ -22,7 +22,7 @@ from ..errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from ..message import MAX_PROBLEMS, Message, Problems
+from ..message import MAX_PROBLEMS, Message, Problems, printable
 from ..service import PushService, current_service
 from ..store import Published
 
@@ -147,12 +147,12 @@ def _json_body() -> Any:
     if request.mimetype != "application/json":
         raise UnsupportedMediaTypeError(
             "Send the message as JSON with Content-Type: application/json.",
-            details={"content_type": _printable(request.content_type)})
+            details={"content_type": printable(request.content_type)})
     charset = request.mimetype_params.get("charset")
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise UnsupportedMediaTypeError(
             "JSON is UTF-8: send Content-Type: application/json without another charset.",
-            details={"charset": _printable(charset)})
+            details={"charset": printable(charset)})
     limit = current_service().settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         _body_too_large(limit)
@@ -175,13 +175,6 @@ def _body_too_large(limit: int) -> None:
     raise PayloadTooLargeError(
         f"The request body is larger than {limit} bytes (MAX_REQUEST_BYTES).",
         details={"limit": limit}, code="payload_too_large")
-
-
-def _printable(text: str | None) -> str | None:
-    """``text`` without control characters, short enough to echo back."""
-    if text is None:
-        return None
-    return "".join(ch for ch in text[:200] if ch.isprintable())
 
 
 def _describe(published: Published) -> dict[str, Any]:

@@ -13,15 +13,14 @@ from flask import Blueprint, Response, request
 from ..auth import Principal, authenticate
 from ..errors import BadRequestError, ServiceUnavailableError
 from ..hangup import client_fd
-from ..message import is_valid_name
+from ..message import is_valid_name, printable
 from ..service import current_service
+from ..settings import FLAG_WORDS
 from ..streaming import StreamSession, plan_resume
 from ..subscription import Subscription
 
 bp = Blueprint("stream", __name__, url_prefix="/sse")
 
-_FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True,
-                "0": False, "false": False, "no": False, "off": False}
 # How long a new stream waits for a just-started worker's reader to find its position.
 READY_WAIT_SECONDS = 5.0
 
@@ -85,7 +84,7 @@ def _flag(name: str, default: bool) -> bool:
     raw = request.args.get(name, "")
     if not raw:
         return default
-    value = _FLAG_VALUES.get(raw.lower())
+    value = FLAG_WORDS.get(raw.lower())
     if value is None:
         raise BadRequestError(f"Invalid {name}: use 1 or 0.", details={"parameter": name},
                               code="invalid_parameter")
@@ -117,9 +116,8 @@ def _open_stream(principal: Principal, kind: str, topics: list[str],
         tuple(topics), service.settings.connection_queue_size, named=named, kind=kind,
         user=principal.subject or user)
     service.admit(subscription, remote_addr=request.remote_addr,
-                  user_agent="".join(ch for ch in request.user_agent.string[:200]
-                                     if ch.isprintable()))
-    session = StreamSession(service.hub, service.store, service.settings, subscription, plan,
+                  user_agent=printable(request.user_agent.string))
+    session = StreamSession(service.hub, subscription, plan,
                             heartbeat_events=heartbeat_events,
                             expires_at=principal.expires_at,
                             on_close=service.release_session,

@@ -141,6 +141,10 @@ class Entry:
         self._named_frame: bytes | None = None
         self._plain_frame: bytes | None = None
 
+    def expired(self, now_ms: float) -> bool:
+        """Past the message's TTL: neither delivered nor replayed."""
+        return bool(self.expires_at_ms) and self.expires_at_ms < now_ms
+
     def frame(self, named: bool) -> bytes:
         """The SSE frame of this entry, with or without the ``event:`` field."""
         if named:

@@ -14,8 +14,7 @@ from tests.support.pipeline import Reader, message
 def _session(pipeline, expires_at: float, last_event_id: str | None = None) -> Reader:
     plan = plan_resume(last_event_id, pipeline.store.stream_info)
     subscription = Subscription(("user:1",), pipeline.settings.connection_queue_size)
-    reader = Reader(StreamSession(pipeline.hub, pipeline.store, pipeline.settings,
-                                  subscription, plan, expires_at=expires_at))
+    reader = Reader(StreamSession(pipeline.hub, subscription, plan, expires_at=expires_at))
     pipeline.readers.append(reader)
     return reader
 
@@ -40,8 +39,7 @@ def test_a_stream_whose_queue_never_runs_dry_still_closes_at_expiry(make_pipelin
     pipeline = make_pipeline()
     plan = plan_resume(None, pipeline.store.stream_info)
     subscription = Subscription(("user:1",), 100_000)
-    session = StreamSession(pipeline.hub, pipeline.store, pipeline.settings, subscription,
-                            plan, expires_at=time.time() + 0.3)
+    session = StreamSession(pipeline.hub, subscription, plan, expires_at=time.time() + 0.3)
 
     def flood() -> None:
         while True:

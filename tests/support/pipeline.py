@@ -83,7 +83,7 @@ class Pipeline:
         plan = plan_resume(last_event_id, self.store.stream_info)
         subscription = Subscription(tuple(topics), queue_size or self.settings.connection_queue_size,
                                     named=named)
-        reader = Reader(StreamSession(self.hub, self.store, self.settings, subscription, plan))
+        reader = Reader(StreamSession(self.hub, subscription, plan))
         self.readers.append(reader)
         return reader
 

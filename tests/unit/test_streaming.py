@@ -246,7 +246,7 @@ def open_stream(settings, sse):
         hub.epoch = EP
         hub.last_key = key(hub_at) if hub_at is not None else (0, 0)
         subscription = Subscription(tuple(topics), queue_size, named=named)
-        session = StreamSession(hub, store, settings, subscription, plan or ResumePlan(None),
+        session = StreamSession(hub, subscription, plan or ResumePlan(None),
                                 **options)
         sessions.append(session)
         return Client(session, sse, last_event_id)
