@@ -35,7 +35,7 @@ import jwt
 from flask import g, request
 
 from .errors import ForbiddenError, SettingsError, UnauthorizedError
-from .message import BROADCAST_TOPIC, Message, is_valid_name
+from .message import BROADCAST_TOPIC, MAX_PROBLEMS, SERVICE_PATTERN, Message, is_valid_name
 from .settings import HMAC_ALGORITHMS, Settings, auth_problems
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ ADMIN_ROLE = "admin"
 # A token longer than this is not one we issued; refuse it before parsing.
 MAX_TOKEN_BYTES = 8192
 _PATTERN = re.compile(r"[A-Za-z0-9_.:@*?-]{1,256}")
-_SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ROLE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _PUSH_MEMBERS = ("subscribe", "service", "publish", "broadcast", "roles")
 _PRINCIPAL_KEY = "pushservice_principal"
@@ -146,7 +145,7 @@ class Principal:
             problem = self.publish_problem(message, broadcast)
             if problem is not None:
                 refusals.append({"index": index, **problem})
-                if len(refusals) >= 50:
+                if len(refusals) >= MAX_PROBLEMS:
                     break
         if not refusals:
             return
@@ -261,7 +260,7 @@ class Authenticator:
         if not isinstance(claim, dict):
             raise _invalid(f"Claim {CLAIM} must be a JSON object.")
         service = claim.get("service")
-        if service is not None and not (isinstance(service, str) and _SERVICE.fullmatch(service)):
+        if service is not None and not (isinstance(service, str) and SERVICE_PATTERN.fullmatch(service)):
             raise _invalid(f"Claim {CLAIM}.service must be a service name "
                            "(1-64 letters, digits, '_', '-', '.').")
         broadcast = claim.get("broadcast", False)

@@ -125,16 +125,9 @@ class StoreUnavailableError(ServiceUnavailableError):
 
 
 # Flask/werkzeug HTTP errors mapped onto our codes, so their bodies share our shape.
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-}
+_HTTP_CODES = {error.status: error.code for error in (
+    BadRequestError, UnauthorizedError, ForbiddenError, NotFoundError, MethodNotAllowedError,
+    PayloadTooLargeError, UnsupportedMediaTypeError, TooManyRequestsError)}
 
 
 def register_error_handlers(app) -> None:
@@ -163,13 +156,12 @@ def register_error_handlers(app) -> None:
         valid_methods = getattr(error, "valid_methods", None)
         if status == 405 and valid_methods:
             headers["Allow"] = ", ".join(valid_methods)
-        body = {"error": {"code": code, "message": error.description or error.name,
-                          "details": None}}
+        body = PushServiceError(error.description or error.name, code=code).body()
         return render(status, body, headers)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
         log.exception("unhandled error")
-        body = {"error": {"code": "internal_error",
-                          "message": "The service hit an unexpected error.", "details": None}}
+        body = PushServiceError("The service hit an unexpected error.",
+                                code="internal_error").body()
         return render(500, body, {})

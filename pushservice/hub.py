@@ -18,6 +18,7 @@ import gevent
 from gevent.event import Event
 
 from .errors import StoreUnavailableError
+from .message import BROADCAST_TOPIC
 from .position import Position
 from .settings import Settings
 from .stats import WorkerStats
@@ -25,9 +26,6 @@ from .store import Entry, Store
 from .subscription import CloseReason, Heartbeat, Subscription
 
 log = logging.getLogger(__name__)
-
-BROADCAST_TOPIC = "*"
-
 
 class Backoff:
     """Exponential backoff with full jitter, from ``base`` up to ``cap`` seconds."""

@@ -29,14 +29,14 @@ _FIELDS = ("id", "timestamp", "type", "service", "source", "target", "data", "me
 _FIELD_SET = frozenset(_FIELDS)
 # Names that end up in topics, SSE fields, headers and logs: no separators, no control
 # characters, no glob characters; ',' separates channels in URLs and in stored topics.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 _NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_.:@-]+")
 DEFAULT_MAX_NAME_LENGTH = 128
 DEFAULT_MAX_TOPICS = 100
 # Validation stops listing problems after this many, so a hostile body cannot make the
 # error response larger than itself.
 MAX_PROBLEMS = 50
-_SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A service name, and any other plain name: 1-64 letters, digits, '_', '-' or '.'.
+SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TARGET_KEY_PATTERN = re.compile(r"([a-z][a-z0-9_]{0,31})_id")
 _SOURCE_MAX = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -126,7 +126,7 @@ class MessageFactory:
         service = raw.get("service")
         if service is None:
             problems.add("service", "required")
-        elif not isinstance(service, str) or not _SERVICE_PATTERN.fullmatch(service):
+        elif not isinstance(service, str) or not SERVICE_PATTERN.fullmatch(service):
             problems.add("service", "must be 1-64 characters of letters, digits, '_', '-', '.'")
 
         message_id = raw.get("id")

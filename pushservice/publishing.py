@@ -41,7 +41,6 @@ class GroupCommit:
         self._max_messages = max_messages
         self._waiting: deque[_Request] = deque()
         self._writing = False
-        self.writes = 0
 
     def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Store ``messages`` (all or none) and return where each went."""
@@ -55,7 +54,6 @@ class GroupCommit:
         """Write what is waiting, in groups. With ``until``, stop once that request is
         done and hand what is left to a fresh greenlet, so the caller answers at once."""
         self._writing = True
-        handed_off = False
         try:
             while self._waiting:
                 self._write_group(self._take_group())
@@ -65,8 +63,7 @@ class GroupCommit:
             if self._waiting:
                 # Others are waiting (or this greenlet is being killed): keep writing.
                 gevent.spawn(self._drain)
-                handed_off = True
-            if not handed_off:
+            else:
                 self._writing = False
 
     def _take_group(self) -> list[_Request]:
@@ -80,7 +77,6 @@ class GroupCommit:
 
     def _write_group(self, group: list[_Request]) -> None:
         messages = [message for request in group for message in request.messages]
-        self.writes += 1
         try:
             results = self._write(messages)
         except BaseException as exc:

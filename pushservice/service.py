@@ -27,7 +27,7 @@ from .metrics import PushMetrics
 from .publishing import GroupCommit
 from .registry import ConnectionRegistry
 from .settings import Settings
-from .store import ControlStore, Keys, Published, RegistryStore, Store
+from .store import ControlStore, Published, RegistryStore, Store
 from .store.rates import PublishRateLimiter
 from .subscription import CloseReason, Subscription
 
@@ -79,7 +79,7 @@ class PushService:
             log.warning("authentication is disabled (ENABLE_AUTH=false): every endpoint is "
                         "open to anyone who can reach it")
         self.store = Store(settings)
-        keys = Keys(settings.stream_key_prefix)
+        keys = self.store.keys
         registry_store = RegistryStore(self.store.connections, keys)
         self.hub = Hub(settings, self.store)
         self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes,
@@ -92,7 +92,7 @@ class PushService:
         self.metrics = PushMetrics(settings)
         self.group_commit = GroupCommit(self.store.publish)
         self.metrics.init_app(app)
-        self.rates = PublishRateLimiter(settings, self.store.connections)
+        self.rates = PublishRateLimiter(settings, self.store.connections, keys)
         app.extensions[EXTENSION_KEY] = self
 
     # -- lifecycle ----------------------------------------------------------------------

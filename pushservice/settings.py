@@ -6,6 +6,7 @@ variable and reports all bad ones together, naming each variable and what it exp
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -13,14 +14,14 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .errors import SettingsError
+from .message import SERVICE_PATTERN
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # The words a yes/no setting or query option may be given as (case-insensitive).
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
               "0": False, "false": False, "no": False, "off": False}
@@ -210,9 +211,7 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (for tests and the launcher)."""
-        current = {f.name: getattr(self, f.name) for f in fields(self)}
-        current.update(changes)
-        return Settings(**current)
+        return dataclasses.replace(self, **changes)
 
     @property
     def redis_url_redacted(self) -> str:
@@ -359,7 +358,7 @@ class _EnvReader:
 
     def name(self, name: str, default: str) -> str:
         def convert(raw: str) -> str:
-            if not _PLAIN_NAME.fullmatch(raw):
+            if not SERVICE_PATTERN.fullmatch(raw):
                 raise ValueError(raw)
             return raw
 

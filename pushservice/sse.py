@@ -62,10 +62,14 @@ def encode_message_frame(event_id: str, event: str | None, body: bytes) -> bytes
             + b"\ndata: " + body + b"\n\n")
 
 
+def _comment_lines(text: str) -> str:
+    """``text`` as comment lines; a line break in it cannot start a field."""
+    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text))
+
+
 def encode_comment(text: str = "") -> bytes:
     """A comment line (invisible to EventSource), used as a heartbeat."""
-    lines = _LINE_BREAK.split(text)
-    return ("".join(f": {line}\n" for line in lines) + "\n").encode("utf-8")
+    return (_comment_lines(text) + "\n").encode("utf-8")
 
 
 def encode_retry(milliseconds: int) -> bytes:
@@ -76,5 +80,4 @@ def encode_retry(milliseconds: int) -> bytes:
 def encode_position(event_id: str, comment: str = "heartbeat") -> bytes:
     """A comment that also moves the client's Last-Event-ID forward without firing an
     event (an ``id:`` field with no ``data:``), so a reconnect resumes from here."""
-    comments = "".join(f": {line}\n" for line in _LINE_BREAK.split(comment))
-    return (comments + _field("id", event_id) + "\n").encode("utf-8")
+    return (_comment_lines(comment) + _field("id", event_id) + "\n").encode("utf-8")

@@ -24,7 +24,8 @@ from gevent.queue import Empty
 
 from .errors import StoreUnavailableError
 from .hangup import hung_up
-from .hub import BROADCAST_TOPIC, Hub
+from .hub import Hub
+from .message import BROADCAST_TOPIC
 from .position import Position, parse_event_id
 from .settings import Settings
 from .sse import encode_json_frame, encode_position, encode_retry

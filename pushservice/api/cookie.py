@@ -9,6 +9,7 @@ another site listed in CORS_ORIGINS can use it); over plain HTTP ``SameSite=Lax`
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -29,11 +30,8 @@ def set_cookie():
     if principal.expires_at is None:  # authentication is disabled: nothing to keep
         return response
     token = token_from_request()
-    secure = request.is_secure
-    response.set_cookie(
-        service.auth.cookie_name, token or "", path=COOKIE_PATH, httponly=True,
-        secure=secure, samesite="None" if secure else "Lax",
-        max_age=max(0, int(principal.expires_at - time.time())))
+    response.set_cookie(service.auth.cookie_name, token or "", **_cookie_options(),
+                        max_age=max(0, int(principal.expires_at - time.time())))
     return response
 
 
@@ -41,8 +39,13 @@ def set_cookie():
 def clear_cookie():
     """Remove the auth cookie (sign-out). Needs no token."""
     response = Response(status=204)
-    secure = request.is_secure
-    response.delete_cookie(current_service().auth.cookie_name, path=COOKIE_PATH,
-                           httponly=True, secure=secure,
-                           samesite="None" if secure else "Lax")
+    response.delete_cookie(current_service().auth.cookie_name, **_cookie_options())
     return response
+
+
+def _cookie_options() -> dict[str, Any]:
+    """Where the cookie goes and who may read it: the same when set and when removed.
+    Cross-site (``SameSite=None``) only over HTTPS, where browsers allow it."""
+    secure = request.is_secure
+    return {"path": COOKIE_PATH, "httponly": True, "secure": secure,
+            "samesite": "None" if secure else "Lax"}

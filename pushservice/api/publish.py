@@ -32,24 +32,22 @@ bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
 @bp.post("/send")
 def send():
     """Publish one message to the topics its target names. 202 with where it went."""
-    service = current_service()
-    principal = _publisher()
-    message = service.messages.build(_json_body())
-    _admit(service, principal, [message])
-    (published,) = service.publish([message])
-    service.metrics.messages_sent.labels("send").inc()
-    return _accepted(_describe(published))
+    return _publish_one("send", broadcast=False)
 
 
 @bp.post("/broadcast")
 def broadcast():
     """Publish one message to every connection."""
+    return _publish_one("broadcast", broadcast=True)
+
+
+def _publish_one(endpoint: str, broadcast: bool) -> Response:
     service = current_service()
     principal = _publisher()
-    message = service.messages.build(_json_body(), broadcast=True)
-    _admit(service, principal, [message], broadcast=True)
+    message = service.messages.build(_json_body(), broadcast=broadcast)
+    _admit(service, principal, [message], broadcast=broadcast)
     (published,) = service.publish([message])
-    service.metrics.messages_sent.labels("broadcast").inc()
+    service.metrics.messages_sent.labels(endpoint).inc()
     return _accepted(_describe(published))
 
 

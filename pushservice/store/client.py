@@ -9,6 +9,7 @@ import functools
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from ..errors import StoreUnavailableError
@@ -78,6 +79,7 @@ class RedisConnections:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._command: redis.Redis | None = None
+        self._scripts: dict[str, Script] = {}
         self._probe: redis.Redis | None = None
 
     @property
@@ -123,8 +125,17 @@ class RedisConnections:
         )
         return redis.Redis(connection_pool=pool)
 
+    def script(self, source: str) -> Script:
+        """The Lua ``source``, registered once on the command client (redis-py runs it
+        by its SHA and loads it again when Redis has forgotten it)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.command.register_script(source)
+        return script
+
     def close(self) -> None:
         for client in (self._command, self._probe):
             if client is not None:
                 client.close()
         self._command = self._probe = None
+        self._scripts = {}

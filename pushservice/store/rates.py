@@ -44,12 +44,13 @@ class PublishRateLimiter:
     """PUBLISH_RATE_PER_SERVICE messages per second per service, with bursts of up to
     PUBLISH_BURST_PER_SERVICE. A rate of 0 disables the limit (no Redis round trip)."""
 
-    def __init__(self, settings: Settings, connections: RedisConnections) -> None:
+    def __init__(self, settings: Settings, connections: RedisConnections, keys: Keys) -> None:
         self.rate = settings.publish_rate_per_service
         self.burst = settings.publish_burst_per_service
         self.connections = connections
-        self._prefix = Keys(settings.stream_key_prefix).rate_prefix + "publish:"
-        self._script = None
+        self._prefix = keys.rate_prefix + "publish:"
+        # Microseconds between two messages, as the script's argument.
+        self._interval_us = repr(1_000_000 / self.rate) if self.rate > 0 else "0"
 
     @property
     def enabled(self) -> bool:
@@ -63,12 +64,9 @@ class PublishRateLimiter:
         """
         if not self.enabled or not costs:
             return 0.0
-        client = self.connections.command
-        if self._script is None:
-            self._script = client.register_script(_TAKE_SCRIPT)
         services = sorted(costs)
         keys = [self._prefix + service for service in services]
-        interval_us = 1_000_000 / self.rate
-        args = [repr(interval_us), self.burst, *(costs[service] for service in services)]
-        wait_us = int(self._script(keys=keys, args=args, client=client))
+        args = [self._interval_us, self.burst, *(costs[service] for service in services)]
+        wait_us = int(self.connections.script(_TAKE_SCRIPT)(
+            keys=keys, args=args, client=self.connections.command))
         return wait_us / 1_000_000

@@ -69,12 +69,6 @@ class RegistryStore:
     def __init__(self, connections: RedisConnections, keys: Keys) -> None:
         self.connections = connections
         self.keys = keys
-        self._scripts: dict[str, Any] = {}
-
-    def _script(self, name: str, source: str):
-        if name not in self._scripts:
-            self._scripts[name] = self.connections.command.register_script(source)
-        return self._scripts[name]
 
     # -- connections --------------------------------------------------------------------
 
@@ -91,7 +85,7 @@ class RegistryStore:
         args: list[Any] = [now_ms, expires, user_limit, connection_id]
         for field, value in record.items():
             args += [field, _encode(value)]
-        result = self._script("admit", _ADMIT_SCRIPT)(keys=keys, args=args,
+        result = self.connections.script(_ADMIT_SCRIPT)(keys=keys, args=args,
                                                       client=self.connections.command)
         return bool(result)
 
@@ -162,20 +156,16 @@ class RegistryStore:
     def publish_worker(self, worker_id: str, snapshot: Mapping[str, Any],
                        counter_deltas: Mapping[str, int], ttl_seconds: float) -> None:
         """Store a worker's snapshot and add its counter deltas to the shared ones."""
-        expires = int((time.time() + ttl_seconds) * 1000)
         pipe = self.connections.command.pipeline(transaction=False)
-        pipe.set(self.keys.worker(worker_id), orjson.dumps(snapshot), pxat=expires)
-        pipe.zadd(self.keys.workers, {worker_id: expires})
+        self._put_record(pipe, self.keys.workers, self.keys.worker, worker_id, snapshot,
+                         ttl_seconds)
         for name, delta in counter_deltas.items():
             pipe.hincrby(self.keys.stats, name, delta)
         pipe.execute()
 
     @translate_errors
     def remove_worker(self, worker_id: str) -> None:
-        pipe = self.connections.command.pipeline(transaction=False)
-        pipe.delete(self.keys.worker(worker_id))
-        pipe.zrem(self.keys.workers, worker_id)
-        pipe.execute()
+        self._remove_record(self.keys.workers, self.keys.worker, worker_id)
 
     @translate_errors
     def worker_snapshots(self) -> list[dict[str, Any]]:
@@ -189,23 +179,35 @@ class RegistryStore:
 
     @translate_errors
     def put_instance(self, name: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
-        expires = int((time.time() + ttl_seconds) * 1000)
         pipe = self.connections.command.pipeline(transaction=False)
-        pipe.set(self.keys.instance(name), orjson.dumps(record), pxat=expires)
-        pipe.zadd(self.keys.instances, {name: expires})
+        self._put_record(pipe, self.keys.instances, self.keys.instance, name, record,
+                         ttl_seconds)
         pipe.execute()
 
     @translate_errors
     def remove_instance(self, name: str) -> None:
-        pipe = self.connections.command.pipeline(transaction=False)
-        pipe.delete(self.keys.instance(name))
-        pipe.zrem(self.keys.instances, name)
-        pipe.execute()
+        self._remove_record(self.keys.instances, self.keys.instance, name)
 
     @translate_errors
     def instances(self) -> list[dict[str, Any]]:
         """The instances whose registration is alive."""
         return self._live_records(self.keys.instances, self.keys.instance)
+
+    # Workers and instances alike: a JSON record per name, and an index of the names
+    # scored by when each record expires.
+
+    @staticmethod
+    def _put_record(pipe, index_key: str, record_key, name: str,
+                    record: Mapping[str, Any], ttl_seconds: float) -> None:
+        expires = int((time.time() + ttl_seconds) * 1000)
+        pipe.set(record_key(name), orjson.dumps(record), pxat=expires)
+        pipe.zadd(index_key, {name: expires})
+
+    def _remove_record(self, index_key: str, record_key, name: str) -> None:
+        pipe = self.connections.command.pipeline(transaction=False)
+        pipe.delete(record_key(name))
+        pipe.zrem(index_key, name)
+        pipe.execute()
 
     def _live_records(self, index_key: str, record_key) -> list[dict[str, Any]]:
         """The JSON records of an index scored by expiry time, dropping expired ones."""
@@ -220,13 +222,13 @@ class RegistryStore:
     @translate_errors
     def lead(self, role: str, holder: str, ttl_seconds: float) -> bool:
         """Take or renew the lease on ``role``; True while ``holder`` holds it."""
-        return bool(self._script("lead", _LEAD_SCRIPT)(
+        return bool(self.connections.script(_LEAD_SCRIPT)(
             keys=[self.keys.leader_prefix + role], args=[holder, int(ttl_seconds * 1000)],
             client=self.connections.command))
 
     @translate_errors
     def resign(self, role: str, holder: str) -> None:
-        self._script("release", _RELEASE_SCRIPT)(
+        self.connections.script(_RELEASE_SCRIPT)(
             keys=[self.keys.leader_prefix + role], args=[holder],
             client=self.connections.command)
 

@@ -187,7 +187,6 @@ class Store:
         self.keys = Keys(settings.stream_key_prefix)
         self.stream_key = self.keys.stream
         self.epoch_key = self.keys.epoch
-        self._scripts: tuple | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -198,16 +197,8 @@ class Store:
         """A dedicated client for the reader's blocking XREAD."""
         return self.connections.reader()
 
-    def _script(self, index: int):
-        if self._scripts is None:
-            client = self.client
-            self._scripts = (client.register_script(_PUBLISH_SCRIPT),
-                             client.register_script(_ENSURE_EPOCH_SCRIPT))
-        return self._scripts[index]
-
     def close(self) -> None:
         self.connections.close()
-        self._scripts = None
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -229,7 +220,7 @@ class Store:
         args = [new_epoch(), self.settings.stream_max_length,
                 f"{int(now * 1000) - self.settings.message_ttl * 1000}-0",
                 REQUEST_MEMORY_SECONDS, len(messages), len(chosen) // 2, *chosen, *entries]
-        reply = self._script(0)(keys=keys, args=args, client=client)
+        reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=client)
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
         epoch = reply[0].decode()
@@ -262,7 +253,7 @@ class Store:
     @translate_errors
     def current_epoch(self, client: redis.Redis | None = None) -> str:
         """The stream's epoch, created if the stream has none yet."""
-        reply = self._script(1)(keys=[self.epoch_key], args=[new_epoch()],
+        reply = self.connections.script(_ENSURE_EPOCH_SCRIPT)(keys=[self.epoch_key], args=[new_epoch()],
                                 client=client or self.client)
         return reply.decode()
 

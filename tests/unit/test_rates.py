@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from pushservice.settings import Settings
+from pushservice.store import Keys, RedisConnections
 from pushservice.store.rates import PublishRateLimiter
 
 
 @pytest.fixture
-def make_limiter(fake_redis):
+def make_limiter(fake_clients):
     def make(rate: float, burst: int, prefix: str = "pushservice") -> PublishRateLimiter:
         settings = Settings(enable_auth=False).replace(
             publish_rate_per_service=rate, publish_burst_per_service=burst,
             stream_key_prefix=prefix)
-        return PublishRateLimiter(settings, SimpleNamespace(command=fake_redis))
+        return PublishRateLimiter(settings, RedisConnections(settings), Keys(prefix))
 
     return make
 
