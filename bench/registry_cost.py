@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import redis
 
-from bench.servers import free_port, redis_executable
+from bench.servers import start_redis
 from pushservice.settings import Settings
 from pushservice.store import Keys, RedisConnections, RegistryStore
 
@@ -47,78 +47,55 @@ def _per_call(func, repeat: int) -> float:
 
 
 def measure(connections: int) -> dict:
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="registry-cost-")
-    server = subprocess.Popen(
-        [
-            redis_executable(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            folder,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        settings = Settings().replace(redis_url=f"redis://127.0.0.1:{port}/0")
-        store = RegistryStore(RedisConnections(settings), Keys("bench"))
-        records = [_record(i) for i in range(connections)]
-        ping = _per_call(client.ping, 2000)
-        memory_before = client.info("memory")["used_memory"]
-        started = time.perf_counter()
-        for record in records:
-            store.admit(record, record["user"], 20, 30.0)
-        admit = (time.perf_counter() - started) / connections
-        memory_per_connection = (client.info("memory")["used_memory"] - memory_before) / connections
-        unchanged = [(r["connection_id"], r["user"], {}) for r in records]
-        changed = [
-            (
-                r["connection_id"],
-                r["user"],
-                {"frames_sent": 17, "last_event_id": "ab12cd34-1795697318432-0"},
-            )
-            for r in records
-        ]
-        renew_unchanged = _per_call(lambda: store.renew(unchanged, 30.0), 5) / connections
-        renew_changed = _per_call(lambda: store.renew(changed, 30.0), 5) / connections
-        started = time.perf_counter()
-        for record in records:
-            store.remove(record["connection_id"], record["user"])
-        remove = (time.perf_counter() - started) / connections
-        return {
-            "connections": connections,
-            "redis_version": client.info("server")["redis_version"],
-            "baseline_ping_us": round(ping * 1e6, 1),
-            "redis_bytes_per_connection": round(memory_per_connection),
-            "admit_us": round(admit * 1e6, 1),
-            "admit_vs_ping": round(admit / ping, 2),
-            "remove_us": round(remove * 1e6, 1),
-            "remove_vs_ping": round(remove / ping, 2),
-            "renewal_us_per_connection_unchanged": round(renew_unchanged * 1e6, 2),
-            "renewal_us_per_connection_changed": round(renew_changed * 1e6, 2),
-            "renewal_vs_ping_per_connection_changed": round(renew_changed / ping, 3),
-            "command": f"python -m bench.registry_cost --connections {connections}",
-        }
-    finally:
-        server.terminate()
-        server.wait(10)
+    with tempfile.TemporaryDirectory(prefix="registry-cost-") as folder:
+        server, port = start_redis(None, Path(folder))
+        try:
+            return _measure(connections, port)
+        finally:
+            server.stop()
+
+
+def _measure(connections: int, port: int) -> dict:
+    client = redis.Redis(port=port)
+    settings = Settings().replace(redis_url=f"redis://127.0.0.1:{port}/0")
+    store = RegistryStore(RedisConnections(settings), Keys("bench"))
+    records = [_record(i) for i in range(connections)]
+    ping = _per_call(client.ping, 2000)
+    memory_before = client.info("memory")["used_memory"]
+    started = time.perf_counter()
+    for record in records:
+        store.admit(record, record["user"], 20, 30.0)
+    admit = (time.perf_counter() - started) / connections
+    memory_per_connection = (client.info("memory")["used_memory"] - memory_before) / connections
+    unchanged = [(r["connection_id"], r["user"], {}) for r in records]
+    changed = [
+        (
+            r["connection_id"],
+            r["user"],
+            {"frames_sent": 17, "last_event_id": "ab12cd34-1795697318432-0"},
+        )
+        for r in records
+    ]
+    renew_unchanged = _per_call(lambda: store.renew(unchanged, 30.0), 5) / connections
+    renew_changed = _per_call(lambda: store.renew(changed, 30.0), 5) / connections
+    started = time.perf_counter()
+    for record in records:
+        store.remove(record["connection_id"], record["user"])
+    remove = (time.perf_counter() - started) / connections
+    return {
+        "connections": connections,
+        "redis_version": client.info("server")["redis_version"],
+        "baseline_ping_us": round(ping * 1e6, 1),
+        "redis_bytes_per_connection": round(memory_per_connection),
+        "admit_us": round(admit * 1e6, 1),
+        "admit_vs_ping": round(admit / ping, 2),
+        "remove_us": round(remove * 1e6, 1),
+        "remove_vs_ping": round(remove / ping, 2),
+        "renewal_us_per_connection_unchanged": round(renew_unchanged * 1e6, 2),
+        "renewal_us_per_connection_changed": round(renew_changed * 1e6, 2),
+        "renewal_vs_ping_per_connection_changed": round(renew_changed / ping, 3),
+        "command": f"python -m bench.registry_cost --connections {connections}",
+    }
 
 
 def main() -> None:

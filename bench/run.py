@@ -49,10 +49,13 @@ def _run_quietly(name: str, server: str, log_dir: Path, retries: dict) -> dict:
     return best
 
 
-def _write_docs(report: dict) -> None:
+def _checks(runs: list[dict]) -> list:
+    return evaluate({(r["scenario"], r["server"]): r for r in runs})
+
+
+def _write_docs(report: dict, checks: list) -> None:
     docs = ROOT / "docs" / "benchmarks.md"
     docs.parent.mkdir(exist_ok=True)
-    checks = evaluate({(r["scenario"], r["server"]): r for r in report["runs"]})
     docs.write_text(
         markdown(
             report["runs"], report["ceilings"], checks, report["command"], report["started_utc"]
@@ -67,7 +70,7 @@ def _render(path: Path) -> int:
     for run in report["runs"]:
         if "error" not in run and run["scenario"] in SCENARIOS:
             run["limited_by"] = limited_by(run, SCENARIOS[run["scenario"]])
-    _write_docs(report)
+    _write_docs(report, _checks(report["runs"]))
     return 0
 
 
@@ -108,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return _render(args.render)
     if not (args.all or args.scenario or args.ceiling):
         p.error("give --all, --ceiling or at least one --scenario")
-    scenarios = list(SCENARIOS) if args.all or not args.scenario else args.scenario
-    if args.ceiling and not (args.all or args.scenario):
-        scenarios = []
+    scenarios = list(SCENARIOS) if args.all else args.scenario  # none with --ceiling alone
     servers = args.server or list(SERVERS)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(_run_quietly(name, server, log_dir, retries))
             _say(console_line(runs[-1]))
 
-    checks = evaluate({(r["scenario"], r["server"]): r for r in runs})
+    checks = _checks(runs)
     for check in checks:
         if check.status != "n/a":
             _say(check.line())
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=1))
     _say(f"results: {out}")
     if args.write_docs:
-        _write_docs(report)
+        _write_docs(report, checks)
     json.dump(report, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 1 if any("error" in r for r in runs) else 0

@@ -43,11 +43,11 @@ def set_quiet_budget(seconds: float) -> None:
     _quiet_budget["seconds"] = max(0.0, seconds)
 
 
-def wait_for_quiet(max_wait_s: float = QUIET_WAIT_S) -> float:
+def wait_for_quiet() -> float:
     """Wait until other processes keep less than NOISE_LIMIT cores busy, at most
-    ``max_wait_s`` (and at most 10 minutes over the whole invocation); return the load."""
+    QUIET_WAIT_S (and at most what is left of the invocation's budget); return the load."""
     started = time.time()
-    deadline = started + min(max_wait_s, _quiet_budget["seconds"])
+    deadline = started + min(QUIET_WAIT_S, _quiet_budget["seconds"])
     while True:
         load = procstat.other_load(1.0, [os.getpid()])
         if load < NOISE_LIMIT or time.time() > deadline:
@@ -60,7 +60,6 @@ class Child:
 
     def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
         self.name = name
-        self.argv = argv
         self._log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log

@@ -34,7 +34,6 @@ class Scenario:
     server_cores: str | None = "0"  # None = unpinned
     generator_cores: str | None = "1"
     generator_processes: int = 0  # 0 = as many as the connection count needs
-    group: str = ""  # scenarios compared with each other (scaling)
 
     @property
     def frames_per_connection(self) -> float:
@@ -86,7 +85,6 @@ _SCALING_BASE = replace(
     server_cores=None,
     generator_cores=None,
     generator_processes=2,
-    group="scaling",
 )
 
 SCENARIOS: dict[str, Scenario] = {

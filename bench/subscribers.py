@@ -41,15 +41,11 @@ class Fleet:
         self.topics: list[str] = []
         self.frames = 0
         self.last_frame_at = 0.0
-        self.first_frame_at = 0.0
         self.failures: collections.Counter = collections.Counter()
 
     def _count(self, n: int) -> None:
         self.frames += n
-        now = time.time()
-        if not self.first_frame_at:
-            self.first_frame_at = now
-        self.last_frame_at = now
+        self.last_frame_at = time.time()
 
     async def _open(self, i: int, gate: asyncio.Semaphore) -> None:
         args = self.args
@@ -187,7 +183,6 @@ class Fleet:
             "unparsed": data_frames - delivered - established,
             "comments": comments,
             "comments_min": comments_min or 0,
-            "first_frame_at": self.first_frame_at,
             "last_frame_at": self.last_frame_at,
             "latencies": [round(x, 6) for x in latencies],
         }

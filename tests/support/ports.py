@@ -22,12 +22,3 @@ def free_port() -> int:
             _handed_out.add(port)
             return port
     raise RuntimeError("no free port found on 127.0.0.1")
-
-
-def is_listening(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a TCP connection to host:port is accepted right now."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -23,9 +23,3 @@ def missing(what: str) -> NoReturn:
     if in_ci():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
-
-
-def require(condition: object, what: str) -> None:
-    """Call ``missing(what)`` unless ``condition`` is truthy."""
-    if not condition:
-        missing(what)
