@@ -10,6 +10,7 @@ import redis
 
 from pushservice.errors import StoreUnavailableError
 from tests.support.pipeline import message
+from tests.support.waiting import wait_until
 
 
 def _numbers(frames) -> list[int]:
@@ -18,10 +19,8 @@ def _numbers(frames) -> list[int]:
 
 def _wait_routed(pipeline, published) -> None:
     """Until the reader has passed ``published``: connections opened later start after it."""
-    deadline = time.monotonic() + 10
-    while pipeline.hub.last_key < published.position.key:
-        assert time.monotonic() < deadline, "the reader did not route the message"
-        gevent.sleep(0.01)
+    wait_until(lambda: pipeline.hub.last_key >= published.position.key, 10, interval=0.01,
+               message="the reader to route the message")
 
 
 def test_published_message_reaches_each_matching_connection_once(make_pipeline):
@@ -228,10 +227,8 @@ def test_reader_recovers_when_redis_restarts(make_pipeline, make_redis_server):
     assert _numbers(reader.wait_messages(1)) == [1]
 
     server.kill()
-    deadline = time.monotonic() + 10
-    while pipeline.hub.last_error is None and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    assert pipeline.hub.last_error is not None, "the reader noticed the outage"
+    wait_until(lambda: pipeline.hub.last_error is not None, 10,
+               message="the reader to notice the outage")
     assert pipeline.hub.reader_alive()
     server.restart(keep_data=True)
 

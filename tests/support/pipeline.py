@@ -3,8 +3,6 @@ for integration tests against a real redis-server."""
 
 from __future__ import annotations
 
-import time
-
 import gevent
 
 from pushservice.hub import Hub
@@ -14,6 +12,7 @@ from pushservice.store import Store
 from pushservice.streaming import StreamSession, plan_resume
 from pushservice.subscription import Subscription
 from tests.support.sse_client import Frame, SSEParser
+from tests.support.waiting import wait_until
 
 
 class Reader:
@@ -37,11 +36,8 @@ class Reader:
         return [f for f in self.frames if f.dispatches and f.event not in _CONTROL_EVENTS]
 
     def wait(self, predicate, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; frames so far: {self.frames[-5:]!r}")
-            gevent.sleep(0.01)
+        wait_until(lambda: predicate(self), timeout, interval=0.01,
+                   message=lambda: f"the stream; frames so far: {self.frames[-5:]!r}")
 
     def wait_messages(self, count: int, timeout: float = 10.0) -> list[Frame]:
         self.wait(lambda reader: len(reader.messages()) >= count, timeout)
