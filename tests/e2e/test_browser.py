@@ -68,11 +68,16 @@ MESSAGES = [
 ]
 
 
-def test_browser_eventsource_receives_progress_in_both_styles(service, page_server, browser):
-    instance = service(CORS_ORIGINS=json.dumps([page_server.origin]))
+def _show_page(service, page_server, browser, origins: list[str], **env: str):
+    """A service allowing ``origins``, and the browser showing PAGE against it."""
+    instance = service(CORS_ORIGINS=json.dumps(origins), **env)
     page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
-
     browser.open(page_server.url("/"))
+    return instance
+
+
+def test_browser_eventsource_receives_progress_in_both_styles(service, page_server, browser):
+    instance = _show_page(service, page_server, browser, [page_server.origin])
     connected = browser.wait_for(
         "seen.connected.plain && seen.connected.named && seen.connected",
         15,
@@ -117,10 +122,7 @@ def test_browser_eventsource_receives_progress_in_both_styles(service, page_serv
 
 
 def test_browser_on_another_origin_is_refused_without_cors(service, page_server, browser):
-    instance = service(CORS_ORIGINS=json.dumps(["http://127.0.0.1:1"]))
-    page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
-
-    browser.open(page_server.url("/"))
+    _show_page(service, page_server, browser, ["http://127.0.0.1:1"])
 
     # The browser refuses the stream (CORS) and reports an error on both EventSources.
     errors = browser.wait_for(
@@ -135,9 +137,8 @@ def test_browser_on_another_origin_is_refused_without_cors(service, page_server,
 def test_a_closed_eventsource_and_a_left_page_free_their_connections(service, page_server,
                                                                      browser):
     # Heartbeats far apart and nothing published: only the hang-up itself can tell.
-    instance = service(CORS_ORIGINS=json.dumps([page_server.origin]), HEARTBEAT_INTERVAL="300")
-    page_server.add("/", PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url)))
-    browser.open(page_server.url("/"))
+    instance = _show_page(service, page_server, browser, [page_server.origin],
+                          HEARTBEAT_INTERVAL="300")
     browser.wait_for("seen.connected.plain && seen.connected.named", 15,
                      what="both EventSources to receive their 'connected' event")
 
