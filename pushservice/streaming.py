@@ -97,15 +97,26 @@ def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]
 
 
 def _trimmed_after(key: tuple[int, int], info: StreamInfo) -> bool:
-    """Whether entries newer than ``key`` may have been removed from the stream."""
-    if info.first is not None and key >= info.first:
+    """Whether an entry newer than ``key`` was removed from the stream.
+
+    Trims remove the oldest entries, so the question is whether one of them was newer
+    than ``key``: exactly when the id written just before the first kept entry is. Redis
+    keeps no record of trims (on 7.x ``max-deleted-entry-id`` moves only for XDEL), so
+    each entry carries that id itself (``p``); the Redis-reported fields only add what
+    they prove.
+    """
+    if info.max_deleted is not None and info.max_deleted > key:
+        return True  # XDEL removed a newer entry (7.0+)
+    if info.first is None:
+        # Nothing is kept: lost whatever was written after ``key``.
+        return info.last_generated is not None and info.last_generated > key
+    if key >= info.first:
         return False
-    if info.max_deleted is not None:
-        # Redis 7 knows the newest id it ever removed: exact.
-        return info.max_deleted > key
-    # Redis 6.2: the publish script records the first entry each trim left; whatever a
-    # trim removed is older than that.
-    return info.trimmed_below is not None and key < info.trimmed_below
+    if info.entries_added is not None and info.entries_added == info.length:
+        return False  # nothing was ever removed (7.0+)
+    if info.first_predecessor is not None:
+        return info.first_predecessor > key
+    return True  # an entry written before ``p`` existed: assume the worst, never a gap
 
 
 def _oldest(info: StreamInfo) -> str:

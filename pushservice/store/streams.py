@@ -1,8 +1,10 @@
 """The message stream: publishing, reading and replaying.
 
-Messages live in one Redis Stream. Each entry has two fields: ``h``, a header with the
+Messages live in one Redis Stream. Each entry has three fields: ``h``, a header with the
 stream's epoch, the message type, its expiry time and its topics, so that readers route
-without parsing the message; and ``m``, the message itself. Publishing runs
+without parsing the message; ``m``, the message itself; and ``p``, the id of the entry
+written just before it, so that a resume can tell exactly whether trimming removed
+anything it had not seen (Redis reports no such thing for trims). Publishing runs
 one Lua script per request: it writes every message of the request or none, trims the
 stream by length and by age, and remembers the request for a while so that a retried
 call (redis-py retries after a lost reply) returns the first answer instead of writing
@@ -32,8 +34,8 @@ log = logging.getLogger(__name__)
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
-# KEYS: stream, epoch, request marker, shared counters, trim boundary, then one key per
-# message that carries its publisher's own id. ARGV: new epoch, max length, min id, request memory,
+# KEYS: stream, epoch, request marker, shared counters, then one key per message that
+# carries its publisher's own id. ARGV: new epoch, max length, MESSAGE_TTL in ms, request memory,
 # message count n, count d of such messages; then d pairs (message number, ttl); then n
 # pairs (header, body).
 _PUBLISH_SCRIPT = """
@@ -48,7 +50,19 @@ local n = tonumber(ARGV[5])
 local d = tonumber(ARGV[6])
 local chosen = {}
 for j = 1, d do
-  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[5 + j], ARGV[6 + 2 * j]}
+  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[4 + j], ARGV[6 + 2 * j]}
+end
+-- Each entry names the one written before it. This script never trims the newest entry,
+-- so that is the stream's last entry; an emptied stream still knows its last id.
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local previous = '0-0'
+if newest then
+  previous = newest[1]
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then previous = info[i + 1] end
+  end
 end
 local out = {epoch}
 local written = 0
@@ -61,7 +75,9 @@ for i = 1, n do
     out[#out + 1] = id
     out[#out + 1] = '1'
   else
-    id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1])
+    id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1],
+                    'p', previous)
+    previous = id
     if own then redis.call('SET', own[1], id, 'EX', own[2]) end
     written = written + 1
     out[#out + 1] = id
@@ -69,12 +85,12 @@ for i = 1, n do
   end
   base = base + 2
 end
-local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
-  + redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
-if trimmed > 0 then
-  -- Trimming removes the oldest entries: whatever was removed is older than the first
-  -- entry left. Resuming clients older than that are told they may have lost messages.
-  redis.call('SET', KEYS[5], redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1])
+if written > 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  -- By age on Redis's own clock (the newest id's time), never on a publisher's: a
+  -- skewed clock could otherwise trim what was just written.
+  local newest_ms = tonumber(string.match(previous, '^(%d+)'))
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', (newest_ms - tonumber(ARGV[3])) .. '-0')
 end
 redis.call('HINCRBY', KEYS[4], 'published', written)
 redis.call('SET', KEYS[3], table.concat(out, ' '), 'EX', ARGV[4])
@@ -166,16 +182,42 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
-    """What resuming needs to know about the stream. Ids are (ms, seq) keys."""
+    """What resuming needs to know about the stream. Ids are (ms, seq) keys.
+
+    ``first_predecessor`` is the id written just before the first kept entry (its ``p``
+    field; (0, 0) when it was the first entry ever), None when that entry does not say.
+    ``entries_added`` (Redis 7.0+) counts every entry ever added; ``max_deleted``
+    (7.0+) is the newest id removed by XDEL (trims leave it at 0-0). Both None on 6.2.
+    """
 
     epoch: str | None
     length: int
     first: tuple[int, int] | None
     last_generated: tuple[int, int] | None
-    # Only Redis 7+ reports it; None on 6.2.
-    max_deleted: tuple[int, int] | None
-    # The first entry left by the last trim that removed any: everything removed is older.
-    trimmed_below: tuple[int, int] | None = None
+    first_predecessor: tuple[int, int] | None = None
+    entries_added: int | None = None
+    max_deleted: tuple[int, int] | None = None
+
+
+def parse_stream_info(epoch: str | None, reply) -> StreamInfo:
+    """``XINFO STREAM``'s reply (as redis-py returns it on Redis 6.2, 7.x and 8.x) as a
+    StreamInfo; ``reply`` None means there is no stream."""
+    if reply is None:
+        return StreamInfo(epoch, 0, None, None)
+    fields = _pairs(reply)
+    first = fields.get(b"first-entry")
+    predecessor = _pairs(first[1]).get(b"p") if first else None
+    added = fields.get(b"entries-added")
+    max_deleted = fields.get(b"max-deleted-entry-id")
+    return StreamInfo(
+        epoch=epoch,
+        length=int(fields.get(b"length", 0)),
+        first=parse_stream_id(first[0]) if first else None,
+        last_generated=parse_stream_id(fields[b"last-generated-id"]),
+        first_predecessor=parse_stream_id(predecessor) if predecessor else None,
+        entries_added=None if added is None else int(added),
+        max_deleted=parse_stream_id(max_deleted) if max_deleted else None,
+    )
 
 
 class Store:
@@ -203,12 +245,11 @@ class Store:
     # -- publishing ---------------------------------------------------------------------
 
     @translate_errors
-    def publish(self, messages: Sequence[Message], now: float | None = None) -> list[Published]:
+    def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Write ``messages`` in one round trip, all or none."""
         client = self.client
-        now = time.time() if now is None else now
         keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
-                self.keys.stats, self.keys.trimmed]
+                self.keys.stats]
         chosen: list[object] = []
         entries: list[object] = []
         for number, message in enumerate(messages, 1):
@@ -218,7 +259,7 @@ class Store:
             entries += [f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
                         message.body]
         args = [new_epoch(), self.settings.stream_max_length,
-                f"{int(now * 1000) - self.settings.message_ttl * 1000}-0",
+                self.settings.message_ttl * 1000,
                 REQUEST_MEMORY_SECONDS, len(messages), len(chosen) // 2, *chosen, *entries]
         reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=client)
         if reply[0] == b"remembered":
@@ -274,30 +315,15 @@ class Store:
         """Epoch, length and the boundaries of what the stream still holds."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.epoch_key)
-        pipe.get(self.keys.trimmed)
         pipe.execute_command("XINFO", "STREAM", self.stream_key)
-        epoch, trimmed, info = pipe.execute(raise_on_error=False)
-        for reply in (epoch, trimmed):
-            if isinstance(reply, Exception):
-                raise reply
-        epoch = epoch.decode() if epoch else None
-        trimmed_below = parse_stream_id(trimmed) if trimmed else None
-        if isinstance(info, redis.ResponseError):
-            # No such key: the stream was never written or was lost.
-            return StreamInfo(epoch, 0, None, None, None, trimmed_below)
-        if isinstance(info, Exception):
+        epoch, info = pipe.execute(raise_on_error=False)
+        if isinstance(epoch, Exception):
+            raise epoch
+        if isinstance(info, redis.ResponseError) and "no such key" in str(info).lower():
+            info = None  # the stream was never written, or was lost
+        elif isinstance(info, Exception):
             raise info
-        fields = _pairs(info)
-        first = fields.get(b"first-entry")
-        max_deleted = fields.get(b"max-deleted-entry-id")
-        return StreamInfo(
-            epoch=epoch,
-            length=int(fields.get(b"length", 0)),
-            first=parse_stream_id(first[0]) if first else None,
-            last_generated=parse_stream_id(fields[b"last-generated-id"]),
-            max_deleted=parse_stream_id(max_deleted) if max_deleted else None,
-            trimmed_below=trimmed_below,
-        )
+        return parse_stream_info(epoch.decode() if epoch else None, info)
 
     @translate_errors
     def ping(self) -> float:

@@ -19,8 +19,9 @@ PAGE = """<!doctype html>
 <body><script>
 const base = __SERVICE_URL__;
 const bearer = __BEARER__;
-const tokens = __TOKENS__;          // what the page's own backend would hand out
-const getToken = () => tokens.shift();
+// The page's own backend hands out tokens: a short-lived one first, then a longer one.
+let tokensFetched = 0;
+const getToken = () => fetch('/token?n=' + (tokensFetched++)).then(r => r.text());
 const seen = window.seen = {cookie: [], query: [], closing: [], connected: 0, errors: [],
                             cookieStatus: null, cookieVisible: null, refused: null};
 
@@ -37,9 +38,9 @@ fetch(base + '/api/v1/auth/cookie', {
 });
 
 // 2. ?token=, reconnecting with a fresh token (and the last event id) when it expires.
-function connect(lastEventId) {
+async function connect(lastEventId) {
   const url = new URL('/sse/user/123', base);
-  url.searchParams.set('token', getToken());
+  url.searchParams.set('token', await getToken());
   if (lastEventId) url.searchParams.set('last_event_id', lastEventId);
   const source = new EventSource(url);
   source.addEventListener('connected', () => { seen.connected += 1; });
@@ -72,9 +73,12 @@ def test_browser_streams_with_the_cookie_and_with_refreshed_query_tokens(
                        CORS_ORIGINS=json.dumps([page_server.origin]))
     page = (PAGE.replace("__SERVICE_URL__", json.dumps(instance.base_url))
             .replace("__BEARER__", json.dumps(_token(600)))
-            .replace("__TOKENS__", json.dumps([_token(3), _token(600)]))
             .replace("__EXPIRED__", json.dumps(_token(-60))))
     page_server.add("/", page)
+    # Minted when the page asks, as a real backend does: a slow browser start cannot
+    # spend the short token's life before it is used.
+    lifetimes = iter([3, 600])
+    page_server.add("/token", lambda: _token(next(lifetimes, 600)), "text/plain")
     publisher = {"Authorization": "Bearer " + mint_token(build_claims(
         "knowledge-service", service="knowledge-service", publish=["user:*"]), SECRET)}
 

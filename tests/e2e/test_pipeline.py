@@ -13,6 +13,9 @@ import pytest
 from tests.support.sse_client import SSEClient, StreamClosedError
 from tests.support.waiting import wait_until
 
+# Stream semantics end to end: every test runs on the embedded Redis 6.2 and on 7.x.
+pytestmark = pytest.mark.redis_versions
+
 CONTROL_EVENTS = {"connected", "history-lost", "closing", "heartbeat"}
 
 

@@ -6,11 +6,15 @@ import json
 import time
 
 import gevent
+import pytest
 import redis
 
 from pushservice.errors import StoreUnavailableError
 from tests.support.pipeline import message
 from tests.support.waiting import wait_until
+
+# Stream semantics: every test runs on the embedded Redis 6.2 and on Redis 7.x.
+pytestmark = pytest.mark.redis_versions
 
 
 def _numbers(frames) -> list[int]:
@@ -135,6 +139,39 @@ def test_trimmed_history_is_announced_then_replayed_from_the_oldest_kept(make_pi
     assert lost.json()["reason"] == "history_trimmed"
     assert lost.json()["resumes_from"] == published[first_kept - 1].position.event_id
     assert reader.frames.index(lost) < reader.frames.index(reader.messages()[0])
+
+
+def test_one_by_one_publishes_trimmed_to_100_announce_the_loss(make_pipeline):
+    # As a service publishes: one message per request, the stream capped at 100 entries.
+    pipeline = make_pipeline(stream_max_length=100)
+    published = [pipeline.publish(message(n))[0] for n in range(1, 1001)]
+    client = redis.Redis.from_url(pipeline.settings.redis_url)
+    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
+        "data"]["n"])
+
+    reader = pipeline.subscribe("user:1", last_event_id=published[0].position.event_id)
+
+    assert _numbers(reader.wait_messages(1001 - first_kept)) == list(range(first_kept, 1001))
+    (lost,) = [f for f in reader.frames if f.event == "history-lost"]
+    assert lost.json()["reason"] == "history_trimmed"
+
+
+def test_resuming_from_the_newest_trimmed_entry_is_no_false_alarm(make_pipeline):
+    pipeline = make_pipeline(stream_max_length=100)
+    published = [pipeline.publish(message(n))[0] for n in range(1, 601)]
+    client = redis.Redis.from_url(pipeline.settings.redis_url)
+    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
+        "data"]["n"])
+    assert first_kept > 2
+
+    exact = pipeline.subscribe("user:1", last_event_id=published[first_kept - 2].position.event_id)
+    older = pipeline.subscribe("user:1", last_event_id=published[first_kept - 3].position.event_id)
+
+    assert _numbers(exact.wait_messages(601 - first_kept)) == list(range(first_kept, 601))
+    assert not any(f.event == "history-lost" for f in exact.frames)
+    older.wait_messages(601 - first_kept)
+    assert [f.json()["reason"] for f in older.frames if f.event == "history-lost"] == [
+        "history_trimmed"]
 
 
 def test_resuming_inside_the_kept_history_after_trims_loses_nothing(make_pipeline):

@@ -48,15 +48,9 @@ def find_chromium() -> tuple[str, str] | None:
     return None
 
 
-def ensure_chromium(timeout: float = 900.0) -> tuple[str, str] | str:
-    """Chromium's and chromedriver's paths, installing them first when they are missing.
-
-    Runs ``scripts/ensure-test-deps`` (apt-get; needs root or password-less sudo) at most
-    ``timeout`` seconds. Returns the two paths, or a string saying why they are missing.
-    """
-    found = find_chromium()
-    if found:
-        return found
+def install_test_deps(timeout: float = 900.0) -> str:
+    """Run ``scripts/ensure-test-deps`` (apt-get; needs root or password-less sudo) for at
+    most ``timeout`` seconds; returns what it printed, or why it did not finish."""
     try:
         result = subprocess.run(
             ["bash", str(ENSURE_SCRIPT)],
@@ -68,11 +62,17 @@ def ensure_chromium(timeout: float = 900.0) -> tuple[str, str] | str:
         )
     except subprocess.TimeoutExpired:
         return f"{ENSURE_SCRIPT} did not finish within {timeout:g}s"
+    return f"{ENSURE_SCRIPT} exited {result.returncode}:\n{(result.stdout + result.stderr)[-3000:]}"
+
+
+def ensure_chromium(timeout: float = 900.0) -> tuple[str, str] | str:
+    """Chromium's and chromedriver's paths, installing them first when they are missing.
+    Returns the two paths, or a string saying why they are missing."""
     found = find_chromium()
     if found:
         return found
-    output = (result.stdout + result.stderr)[-3000:]
-    return f"chromium and chromedriver ({ENSURE_SCRIPT} exited {result.returncode}):\n{output}"
+    output = install_test_deps(timeout)
+    return find_chromium() or f"chromium and chromedriver ({output})"
 
 
 class Browser:

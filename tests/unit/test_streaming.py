@@ -15,8 +15,9 @@ from gevent.event import Event as GeventEvent
 from pushservice import streaming
 from pushservice.errors import StoreUnavailableError
 from pushservice.hub import Hub
-from pushservice.position import Position
+from pushservice.position import Position, parse_event_id
 from pushservice.store import Entry, StreamInfo
+from pushservice.store.streams import parse_stream_info
 from pushservice.streaming import (
     REPLAY_CONTINUE_RETRY_MS,
     WRITE_CHUNK_BYTES,
@@ -27,6 +28,7 @@ from pushservice.streaming import (
     plan_resume,
 )
 from pushservice.subscription import CloseReason, Heartbeat, Subscription
+from tests.support import redis_replies
 
 EP = "ep1"
 T0 = 1_700_000_000_000  # ms of the first entry in these tests
@@ -48,15 +50,12 @@ def entry(n: int, *topics: str, epoch: str = EP, expires_at_ms: int = 0) -> Entr
 # -- plan_resume ------------------------------------------------------------------------
 
 
-def info(first=None, last=None, max_deleted=None, epoch=EP, length=None,
-         trimmed_below=None) -> StreamInfo:
+def info(first=None, last=None, epoch=EP, length=None) -> StreamInfo:
     first_key = None if first is None else key(first)
     last_key = None if last is None else key(last)
-    deleted = None if max_deleted is None else key(max_deleted)
-    below = None if trimmed_below is None else key(trimmed_below)
     if length is None:
         length = 0 if first is None else last - first + 1
-    return StreamInfo(epoch, length, first_key, last_key, deleted, below)
+    return StreamInfo(epoch, length, first_key, last_key)
 
 
 def never_called() -> StreamInfo:
@@ -114,49 +113,97 @@ def test_kept_position_replays_after_it(resume_at):
         ResumePlan(key(resume_at)))
 
 
-def test_trimmed_history_on_redis_6_2_is_told_and_replays_what_is_kept():
-    # Redis 6.2 does not report max-deleted-entry-id: the publish script records where
-    # its trims stopped.
-    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, trimmed_below=10))
-
-    assert plan.replay_after == (0, 0)
-    assert plan.lost == {"reason": "history_trimmed", "last_event_id": event_id(5),
-                         "resumes_from": event_id(10)}
+# Lost-history detection, on what real servers of each version reported after real
+# publishes (tests/support/redis_replies.py): Redis 7 leaves max-deleted-entry-id at 0-0
+# after a trim, which an invented reply would hide.
+REPLIES = redis_replies.load()
 
 
-def test_trimmed_history_on_redis_7_is_told_and_replays_what_is_kept():
-    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, max_deleted=8))
-
-    assert plan.replay_after == (0, 0)
-    assert plan.lost["reason"] == "history_trimmed"
-    assert plan.lost["resumes_from"] == event_id(10)
+def recorded(version: str, scenario: str) -> tuple[list[str], StreamInfo]:
+    data = REPLIES[version][scenario]
+    published = data["published"]
+    return published, parse_stream_info(published[0].split("-")[0], data["xinfo"])
 
 
-@pytest.mark.parametrize("max_deleted", [5, 3])
-def test_redis_7_knows_when_only_older_entries_were_trimmed(max_deleted):
-    plan = plan_resume(event_id(5), lambda: info(first=10, last=20, max_deleted=max_deleted))
-
-    assert plan == ResumePlan(key(5))
+def first_kept(published: list[str], info: StreamInfo) -> int:
+    return [parse_event_id(event_id).key for event_id in published].index(info.first)
 
 
-def test_everything_but_the_newest_trimmed_on_redis_6_2():
-    kept = info(first=20, last=20, trimmed_below=20)
-    assert plan_resume(event_id(20), lambda: kept) == ResumePlan(key(20))
-    plan = plan_resume(event_id(15), lambda: kept)
-    assert plan.lost["reason"] == "history_trimmed"
-    assert plan.lost["resumes_from"] == event_id(20)
+@pytest.mark.parametrize("scenario", ["trimmed_by_length", "trimmed_by_age"])
+@pytest.mark.parametrize("version", sorted(REPLIES))
+def test_a_trimmed_position_is_told_and_replays_what_is_kept(version, scenario):
+    published, info = recorded(version, scenario)
+    first = first_kept(published, info)
+    assert first > 1, "the recording trimmed nothing"
+
+    for event_id in published[:first - 1]:
+        plan = plan_resume(event_id, lambda: info)
+        assert plan.replay_after == (0, 0)
+        assert plan.lost == {"reason": "history_trimmed", "last_event_id": event_id,
+                             "resumes_from": published[first]}
 
 
-def test_a_stream_never_trimmed_on_redis_6_2_lost_nothing():
-    # A client that connected to an empty stream holds position 0-0.
-    assert plan_resume(event_id(0), lambda: info(first=1, last=20)) == ResumePlan(key(0))
+@pytest.mark.parametrize("scenario", ["trimmed_by_length", "trimmed_by_age"])
+@pytest.mark.parametrize("version", sorted(REPLIES))
+def test_the_last_trimmed_position_lost_nothing(version, scenario):
+    # A client holding the newest removed entry missed nothing that was removed: it
+    # resumes from there, without a false alarm.
+    published, info = recorded(version, scenario)
+    last_removed = published[first_kept(published, info) - 1]
+
+    assert plan_resume(last_removed, lambda: info) == ResumePlan(
+        parse_event_id(last_removed).key)
 
 
-def test_everything_trimmed_on_redis_7():
-    plan = plan_resume(event_id(15), lambda: info(last=20, max_deleted=20))
+@pytest.mark.parametrize("scenario", ["trimmed_by_length", "trimmed_by_age", "untrimmed"])
+@pytest.mark.parametrize("version", sorted(REPLIES))
+def test_a_kept_position_resumes_after_it(version, scenario):
+    published, info = recorded(version, scenario)
 
-    assert plan.replay_after == (0, 0)
-    assert plan.lost["reason"] == "history_trimmed"
+    for event_id in published[first_kept(published, info):]:
+        assert plan_resume(event_id, lambda: info) == ResumePlan(parse_event_id(event_id).key)
+
+
+@pytest.mark.parametrize("version", sorted(REPLIES))
+def test_a_client_that_joined_before_the_first_message_lost_nothing(version):
+    # A client that connected to an empty stream holds its position 0-0.
+    published, info = recorded(version, "untrimmed")
+    epoch = published[0].split("-")[0]
+
+    assert plan_resume(f"{epoch}-0-0", lambda: info) == ResumePlan((0, 0))
+
+
+@pytest.mark.parametrize("version", sorted(REPLIES))
+def test_everything_removed_is_told_and_goes_live(version):
+    published, info = recorded(version, "emptied")
+    assert info.first is None
+
+    for event_id in published[:-1]:
+        plan = plan_resume(event_id, lambda: info)
+        assert plan.lost["reason"] == "history_trimmed"
+        assert plan.lost["resumes_from"] == "now"
+    assert plan_resume(published[-1], lambda: info) == ResumePlan(
+        parse_event_id(published[-1]).key)
+
+
+@pytest.mark.parametrize("version", [v for v in sorted(REPLIES) if int(v.split(".")[0]) >= 7])
+def test_an_entry_deleted_by_hand_is_told_on_redis_7(version):
+    published, info = recorded(version, "entry_deleted")
+    (deleted,) = REPLIES[version]["entry_deleted"]["deleted"]
+    position = published.index(deleted)
+
+    for event_id in published[:position]:
+        assert plan_resume(event_id, lambda: info).lost["reason"] == "history_trimmed"
+    for event_id in published[position:]:
+        assert plan_resume(event_id, lambda: info).lost is None
+
+
+def test_an_entry_written_before_predecessors_were_recorded_is_taken_as_lost():
+    # A first kept entry without ``p`` (written by an older version): no silent gap.
+    kept = StreamInfo(EP, 11, key(10), key(20))
+    assert plan_resume(event_id(5), lambda: kept).lost["reason"] == "history_trimmed"
+    never_trimmed = StreamInfo(EP, 11, key(10), key(20), entries_added=11)
+    assert plan_resume(event_id(5), lambda: never_trimmed) == ResumePlan(key(5))
 
 
 def test_store_unavailable_while_planning_propagates():
@@ -192,9 +239,8 @@ class FakeStore:
 
     def stream_info(self) -> StreamInfo:
         if not self.entries:
-            return StreamInfo(EP, 0, None, None, None)
-        return StreamInfo(EP, len(self.entries), self.entries[0].key, self.entries[-1].key,
-                          None)
+            return StreamInfo(EP, 0, None, None)
+        return StreamInfo(EP, len(self.entries), self.entries[0].key, self.entries[-1].key)
 
 
 class Client:
@@ -686,6 +732,33 @@ def test_a_client_that_stops_reading_is_cut_off(open_stream, settings):
 
     assert caught.value.errno == errno.EPIPE
     assert isinstance(caught.value, BrokenPipeError)
+
+
+def test_a_client_that_stops_reading_live_frames_is_cut_off(open_stream, settings):
+    client = open_stream(hub_at=1, settings=settings.replace(write_timeout_seconds=0.05))
+    client.next()  # the greeting went out
+    client.session.hub.route([entry(2)])
+    client.next()  # the server now waits for this live chunk to be written
+
+    with pytest.raises(ClientTooSlowError):
+        GeventEvent().wait(5)  # the write never completes
+
+
+def test_a_live_write_that_completes_in_time_is_not_cut_off(open_stream, settings):
+    client = open_stream(hub_at=1, settings=settings.replace(write_timeout_seconds=0.05))
+    client.next()
+    for n in range(2, 5):
+        client.session.hub.route([entry(n)])
+        client.next()
+    # As a server does once a write completed: ask for the next chunk, which waits for a
+    # frame for several deadlines' worth of time.
+    waiting = gevent.spawn(client.next)
+    gevent.sleep(0.2)
+    client.session.hub.route([entry(5)])
+    waiting.join(2)
+
+    assert waiting.successful(), waiting.exception
+    assert client.numbers() == [2, 3, 4, 5]
 
 
 def test_a_backlog_goes_out_in_bounded_writes_in_order(open_stream):
