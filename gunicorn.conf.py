@@ -10,8 +10,8 @@ import shutil
 import sys
 import tempfile
 
-from pushservice.capacity import ConnectionBudget
 from pushservice.errors import SettingsError
+from pushservice.ops.capacity import ConnectionBudget
 from pushservice.settings import Settings
 
 try:
@@ -102,7 +102,7 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    from pushservice.instances import deregister_instance
+    from pushservice.ops.instances import deregister_instance
 
     deregister_instance(settings)
     if not settings.prometheus_multiproc_dir:

@@ -20,7 +20,7 @@ import redis
 
 from bench.servers import start_redis
 from pushservice.settings import Settings
-from pushservice.store import Keys, RedisConnections, RegistryStore
+from pushservice.store import ConnectionRecords, Keys, RedisConnections
 
 
 def _record(index: int) -> dict:
@@ -58,7 +58,7 @@ def measure(connections: int) -> dict:
 def _measure(connections: int, port: int) -> dict:
     client = redis.Redis(port=port)
     settings = Settings().replace(redis_url=f"redis://127.0.0.1:{port}/0")
-    store = RegistryStore(RedisConnections(settings), Keys("bench"))
+    store = ConnectionRecords(RedisConnections(settings), Keys("bench"))
     records = [_record(i) for i in range(connections)]
     ping = _per_call(client.ping, 2000)
     memory_before = client.info("memory")["used_memory"]

@@ -22,9 +22,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
     from flask_cors import CORS
 
-    from .api import register_blueprints
     from .errors import register_error_handlers
-    from .service import PushService
+    from .web import register_blueprints
+    from .web.extension import PushService
 
     settings = settings or Settings.from_env()
     _configure_logging(settings)

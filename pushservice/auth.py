@@ -23,7 +23,6 @@ Every member is optional. Without any, the holder may read its own user topic
 from __future__ import annotations
 
 import fnmatch
-import functools
 import logging
 import re
 import time
@@ -34,8 +33,15 @@ from typing import Any, TypeVar
 import jwt
 from flask import g, request
 
+from .engine.topics import (
+    BROADCAST_TOPIC,
+    SERVICE_PATTERN,
+    is_valid_name,
+    service_topic,
+    user_topic,
+)
 from .errors import ForbiddenError, SettingsError, UnauthorizedError
-from .message import BROADCAST_TOPIC, MAX_PROBLEMS, SERVICE_PATTERN, Message, is_valid_name
+from .message import MAX_PROBLEMS, Message
 from .settings import HMAC_ALGORITHMS, Settings, auth_problems
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,6 @@ ADMIN_ROLE = "admin"
 MAX_TOKEN_BYTES = 8192
 _PATTERN = re.compile(r"[A-Za-z0-9_.:@*?-]{1,256}")
 _ROLE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_PUSH_MEMBERS = ("subscribe", "service", "publish", "broadcast", "roles")
 _PRINCIPAL_KEY = "pushservice_principal"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,7 +89,7 @@ class Principal:
     def may_subscribe(self, topic: str) -> bool:
         """Whether this caller may receive messages on ``topic``: its own user topic, or
         one that a ``subscribe`` pattern matches."""
-        if self.unrestricted or (self.subject is not None and topic == f"user:{self.subject}"):
+        if self.unrestricted or (self.subject is not None and topic == user_topic(self.subject)):
             return True
         return _matches_any(topic, self.subscribe)
 
@@ -123,7 +128,7 @@ class Principal:
                 return {"code": "broadcast_forbidden",
                         "error": "the token may not broadcast (claim push.broadcast)"}
             return None
-        own = f"service:{self.service}"
+        own = service_topic(self.service)
         for topic in message.topics:
             if topic == own:
                 continue
@@ -315,9 +320,9 @@ def token_from_request(stream: bool = False) -> str | None:
     if stream:
         if "token" in request.args:
             return request.args.get("token", "")
-        from .service import current_service
+        from .web.extension import push_service
 
-        cookie = request.cookies.get(current_service().auth.cookie_name)
+        cookie = request.cookies.get(push_service().auth.cookie_name)
         if cookie is not None:
             return cookie
     return None
@@ -333,9 +338,9 @@ def authenticate(stream: bool = False) -> Principal:
     cached = g.get(_PRINCIPAL_KEY)
     if cached is not None:
         return cached
-    from .service import current_service
+    from .web.extension import push_service
 
-    authenticator = current_service().auth
+    authenticator = push_service().auth
     if not authenticator.enabled:
         principal = Principal.open_access()
     else:
@@ -363,17 +368,6 @@ def admin_only() -> None:
     if not authenticate().is_admin:
         raise ForbiddenError(f"This endpoint needs the {ADMIN_ROLE} role "
                              f"(claim {CLAIM}.roles).", code="admin_required")
-
-
-def require_admin(view: F) -> F:
-    """Decorate a view so that only callers with the admin role reach it."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        admin_only()
-        return view(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # -- minting (development, tests, the tokens command) ----------------------------------------

@@ -1,9 +1,9 @@
 """The message envelope: validation, defaults, and the topics derived from its target.
 
-Routing (SPEC.md): ``target.channel`` is a topic as is (a string or a list of strings),
+Routing: ``target.channel`` is a topic as is (a string or a list of strings),
 ``user_id`` becomes ``user:<id>`` and in general ``<name>_id`` becomes ``<name>:<value>``.
 Every message is also on ``service:<service>``. A broadcast is on the single topic ``*``,
-which every connection receives.
+which every connection receives (engine/topics.py has the rule).
 """
 
 from __future__ import annotations
@@ -19,24 +19,25 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .engine.topics import (
+    BROADCAST_TOPIC,
+    DEFAULT_MAX_NAME_LENGTH,
+    SERVICE_PATTERN,
+    is_valid_name,
+    keyed_topic,
+    service_topic,
+)
 from .errors import PayloadTooLargeError, ValidationError
 
 MESSAGE_TYPES = ("progress", "status", "error", "success", "warning", "info", "custom")
 PRIORITIES = ("low", "normal", "high", "urgent")
-BROADCAST_TOPIC = "*"
 
 _FIELDS = ("id", "timestamp", "type", "service", "source", "target", "data", "metadata")
 _FIELD_SET = frozenset(_FIELDS)
-# Names that end up in topics, SSE fields, headers and logs: no separators, no control
-# characters, no glob characters; ',' separates channels in URLs and in stored topics.
-_NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_.:@-]+")
-DEFAULT_MAX_NAME_LENGTH = 128
 DEFAULT_MAX_TOPICS = 100
 # Validation stops listing problems after this many, so a hostile body cannot make the
 # error response larger than itself.
 MAX_PROBLEMS = 50
-# A service name, and any other plain name: 1-64 letters, digits, '_', '-' or '.'.
-SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TARGET_KEY_PATTERN = re.compile(r"([a-z][a-z0-9_]{0,31})_id")
 _SOURCE_MAX = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -165,7 +166,7 @@ class MessageFactory:
 
         now = time.time() if now is None else now
         if not broadcast:
-            topics = tuple(dict.fromkeys(topics + (f"service:{service}",)))
+            topics = tuple(dict.fromkeys(topics + (service_topic(service),)))
         envelope = {
             "id": message_id if client_id else self._ids.next(now),
             "timestamp": timestamp if timestamp is not None else _iso_now(now),
@@ -230,7 +231,7 @@ class MessageFactory:
             if not is_valid_name(text, longest):
                 problems.add(where, f"must be 1-{longest} letters, digits, '_', '-', '.', ':', '@'")
                 continue
-            topics.append(f"{match.group(1)}:{text}")
+            topics.append(keyed_topic(match.group(1), text))
         if broadcast:
             return (BROADCAST_TOPIC,)
         if not topics and not any(p["field"].startswith("target") for p in problems.items):
@@ -318,11 +319,3 @@ def printable(text: str | None, limit: int = 200) -> str | None:
     if text is None:
         return None
     return "".join(ch for ch in text[:limit] if ch.isprintable())
-
-
-def is_valid_name(value: Any, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> bool:
-    """True when ``value`` may be used as a channel, user, session or topic value: a
-    string of 1 to ``max_length`` letters, digits, ``_ - . : @`` (nothing that could end a
-    header, a log line or an SSE field, separate channels or act as a glob)."""
-    return (isinstance(value, str) and 0 < len(value) <= max_length
-            and _NAME_CHARACTERS.fullmatch(value) is not None)

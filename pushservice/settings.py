@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .engine.topics import SERVICE_PATTERN
 from .errors import SettingsError
-from .message import SERVICE_PATTERN
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# REDIS_HOST, REDIS_PORT and REDIS_DB when unset.
+DEFAULT_REDIS_HOST, DEFAULT_REDIS_PORT, DEFAULT_REDIS_DB = "localhost", 6379, 2
 # The words a yes/no setting or query option may be given as (case-insensitive).
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
               "0": False, "false": False, "no": False, "off": False}
@@ -44,11 +47,12 @@ _EXAMPLE_SECRETS = frozenset({
 class Settings:
     """Everything the service can be configured with.
 
-    Defaults match SPEC.md. Durations carry their unit in the name; 0 never means
-    "unlimited" unless the field's comment says so.
+    Each field's default is the default of its environment variable (the field's name in
+    capitals). Durations carry their unit in the name; 0 never means "unlimited" unless
+    the field's comment says so.
     """
 
-    redis_url: str = "redis://localhost:6379/2"
+    redis_url: str = f"redis://{DEFAULT_REDIS_HOST}:{DEFAULT_REDIS_PORT}/{DEFAULT_REDIS_DB}"
     # True when REDIS_URL or REDIS_HOST was given; the launcher only embeds a Redis
     # when nothing was configured and nothing answers on localhost:6379.
     redis_configured: bool = False
@@ -119,71 +123,60 @@ class Settings:
         Raises SettingsError listing every invalid variable at once.
         """
         env = os.environ if environ is None else environ
-        reader = _EnvReader(env)
+        d = cls()  # every default is written once, in the fields above
+        reader = _EnvReader(env, d)
         values: dict[str, Any] = {
             "redis_url": _redis_url(reader),
             "redis_configured": bool(env.get("REDIS_URL") or env.get("REDIS_HOST")),
-            "service_port": reader.integer("SERVICE_PORT", 8089, minimum=1, maximum=65535),
+            "service_port": reader.integer("SERVICE_PORT", minimum=1, maximum=65535),
             "instance_name": reader.name("INSTANCE_NAME", _default_instance_name(env)),
             "workers": reader.integer("WORKERS", _default_workers(), minimum=1, maximum=256),
-            "max_connections": reader.integer("MAX_CONNECTIONS", 10000, minimum=1),
-            "heartbeat_interval": reader.number("HEARTBEAT_INTERVAL", 30.0, minimum=0.05),
-            "message_ttl": reader.integer("MESSAGE_TTL", 3600, minimum=1),
-            "cors_origins": reader.origins("CORS_ORIGINS", DEFAULT_CORS_ORIGINS),
+            "max_connections": reader.integer("MAX_CONNECTIONS", minimum=1),
+            "heartbeat_interval": reader.number("HEARTBEAT_INTERVAL", minimum=0.05),
+            "message_ttl": reader.integer("MESSAGE_TTL", minimum=1),
+            "cors_origins": reader.origins("CORS_ORIGINS"),
             "jwt_secret": env.get("JWT_SECRET", ""),
-            "enable_auth": reader.boolean("ENABLE_AUTH", True),
-            "jwt_algorithms": reader.algorithms("JWT_ALGORITHMS", ("HS256",)),
+            "enable_auth": reader.boolean("ENABLE_AUTH"),
+            "jwt_algorithms": reader.algorithms("JWT_ALGORITHMS"),
             "jwt_public_key": reader.public_key("JWT_PUBLIC_KEY"),
             "jwt_issuer": env.get("JWT_ISSUER", "").strip(),
             "jwt_audience": reader.words("JWT_AUDIENCE"),
-            "jwt_leeway_seconds": reader.number("JWT_LEEWAY_SECONDS", 10.0, minimum=0,
-                                                maximum=300),
-            "auth_cookie_name": reader.name("AUTH_COOKIE_NAME", "pushservice_token"),
-            "stream_key_prefix": reader.name("STREAM_KEY_PREFIX", "pushservice"),
-            "stream_max_length": reader.integer("STREAM_MAX_LENGTH", 1_000_000, minimum=100),
-            "connection_queue_size": reader.integer(
-                "CONNECTION_QUEUE_SIZE", 1000, minimum=2, maximum=1_000_000
-            ),
-            "max_message_bytes": reader.integer("MAX_MESSAGE_BYTES", 64 * 1024, minimum=256),
-            "max_request_bytes": reader.integer(
-                "MAX_REQUEST_BYTES", 8 * 1024 * 1024, minimum=1024
-            ),
-            "max_batch_size": reader.integer("MAX_BATCH_SIZE", 1000, minimum=1),
-            "max_channels_per_connection": reader.integer(
-                "MAX_CHANNELS_PER_CONNECTION", 100, minimum=1, maximum=10_000),
-            "max_name_length": reader.integer("MAX_NAME_LENGTH", 128, minimum=8,
-                                              maximum=1024),
-            "max_topics_per_message": reader.integer("MAX_TOPICS_PER_MESSAGE", 100,
-                                                     minimum=1, maximum=10_000),
-            "publish_rate_per_service": reader.number("PUBLISH_RATE_PER_SERVICE", 1000.0,
-                                                      minimum=0),
-            "publish_burst_per_service": reader.integer("PUBLISH_BURST_PER_SERVICE", 5000,
-                                                        minimum=1),
-            "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", 10_000, minimum=1),
-            "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-            "shutdown_grace_seconds": reader.number(
-                "SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.5
-            ),
-            "sse_retry_ms": reader.integer("SSE_RETRY_MS", 3000, minimum=0),
-            "reader_block_ms": reader.integer("READER_BLOCK_MS", 2000, minimum=10),
-            "reader_batch_size": reader.integer("READER_BATCH_SIZE", 250, minimum=1),
-            "embedded_redis_dir": env.get("EMBEDDED_REDIS_DIR", "var/redis") or "var/redis",
-            "max_connections_per_user": reader.integer("MAX_CONNECTIONS_PER_USER", 20,
-                                                       minimum=0),
-            "registry_refresh_seconds": reader.number("REGISTRY_REFRESH_SECONDS", 10.0,
-                                                      minimum=0.1),
-            "registry_ttl_seconds": reader.number("REGISTRY_TTL_SECONDS", 30.0, minimum=0.3),
+            "jwt_leeway_seconds": reader.number("JWT_LEEWAY_SECONDS", minimum=0, maximum=300),
+            "auth_cookie_name": reader.name("AUTH_COOKIE_NAME"),
+            "stream_key_prefix": reader.name("STREAM_KEY_PREFIX"),
+            "stream_max_length": reader.integer("STREAM_MAX_LENGTH", minimum=100),
+            "connection_queue_size": reader.integer("CONNECTION_QUEUE_SIZE", minimum=2,
+                                                    maximum=1_000_000),
+            "max_message_bytes": reader.integer("MAX_MESSAGE_BYTES", minimum=256),
+            "max_request_bytes": reader.integer("MAX_REQUEST_BYTES", minimum=1024),
+            "max_batch_size": reader.integer("MAX_BATCH_SIZE", minimum=1),
+            "max_channels_per_connection": reader.integer("MAX_CHANNELS_PER_CONNECTION",
+                                                          minimum=1, maximum=10_000),
+            "max_name_length": reader.integer("MAX_NAME_LENGTH", minimum=8, maximum=1024),
+            "max_topics_per_message": reader.integer("MAX_TOPICS_PER_MESSAGE", minimum=1,
+                                                     maximum=10_000),
+            "publish_rate_per_service": reader.number("PUBLISH_RATE_PER_SERVICE", minimum=0),
+            "publish_burst_per_service": reader.integer("PUBLISH_BURST_PER_SERVICE", minimum=1),
+            "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", minimum=1),
+            "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", minimum=0.1),
+            "shutdown_grace_seconds": reader.number("SHUTDOWN_GRACE_SECONDS", minimum=0.5),
+            "sse_retry_ms": reader.integer("SSE_RETRY_MS", minimum=0),
+            "reader_block_ms": reader.integer("READER_BLOCK_MS", minimum=10),
+            "reader_batch_size": reader.integer("READER_BATCH_SIZE", minimum=1),
+            "embedded_redis_dir": (env.get("EMBEDDED_REDIS_DIR", "").strip()
+                                   or d.embedded_redis_dir),
+            "max_connections_per_user": reader.integer("MAX_CONNECTIONS_PER_USER", minimum=0),
+            "registry_refresh_seconds": reader.number("REGISTRY_REFRESH_SECONDS", minimum=0.1),
+            "registry_ttl_seconds": reader.number("REGISTRY_TTL_SECONDS", minimum=0.3),
             "metrics_allowed_networks": reader.networks("METRICS_ALLOWED_NETWORKS"),
-            "metrics_require_admin": reader.boolean("METRICS_REQUIRE_ADMIN", False),
+            "metrics_require_admin": reader.boolean("METRICS_REQUIRE_ADMIN"),
             "prometheus_multiproc_dir": env.get("PROMETHEUS_MULTIPROC_DIR", ""),
-            "service_name": reader.name("SERVICE_NAME", "pushservice"),
+            "service_name": reader.name("SERVICE_NAME"),
             "advertise_host": env.get("ADVERTISE_HOST", "").strip(),
             "gateway_url": reader.url("GATEWAY_URL"),
             "gateway_token": env.get("GATEWAY_TOKEN", ""),
-            "gateway_renew_seconds": reader.number("GATEWAY_RENEW_SECONDS", 30.0, minimum=1.0),
-            "log_level": reader.choice(
-                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
-            ),
+            "gateway_renew_seconds": reader.number("GATEWAY_RENEW_SECONDS", minimum=1.0),
+            "log_level": reader.choice("LOG_LEVEL", LOG_LEVELS),
         }
         if values["max_request_bytes"] < values["max_message_bytes"]:
             reader.problems.append(
@@ -271,7 +264,7 @@ def auth_problems(enable_auth: bool, algorithms: tuple[str, ...], secret: str,
 
 def _default_instance_name(env: Mapping[str, str]) -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])[:40]
-    port = re.sub(r"[^0-9]", "", env.get("SERVICE_PORT", "")) or "8089"
+    port = re.sub(r"[^0-9]", "", env.get("SERVICE_PORT", "")) or str(Settings.service_port)
     return f"{host or 'pushservice'}-{port[:5]}"
 
 
@@ -290,9 +283,9 @@ def _redis_url(reader: _EnvReader) -> str:
                 f"REDIS_URL={url!r}: expected a redis://, rediss:// or unix:// URL"
             )
         return url
-    host = env.get("REDIS_HOST", "localhost").strip() or "localhost"
-    port = reader.integer("REDIS_PORT", 6379, minimum=1, maximum=65535)
-    db = reader.integer("REDIS_DB", 2, minimum=0, maximum=1_000_000)
+    host = env.get("REDIS_HOST", "").strip() or DEFAULT_REDIS_HOST
+    port = reader.integer("REDIS_PORT", DEFAULT_REDIS_PORT, minimum=1, maximum=65535)
+    db = reader.integer("REDIS_DB", DEFAULT_REDIS_DB, minimum=0, maximum=1_000_000)
     password = env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
     if ":" in host and not host.startswith("["):
@@ -300,14 +293,23 @@ def _redis_url(reader: _EnvReader) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
-class _EnvReader:
-    """Parses typed values from the environment, collecting every problem."""
+_FROM_FIELD = object()  # a variable's default is its Settings field's default
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+
+class _EnvReader:
+    """Parses typed values from the environment, collecting every problem. A variable's
+    default is that of the Settings field of the same name, unless one is given."""
+
+    def __init__(self, env: Mapping[str, str], defaults: Settings | None = None) -> None:
         self.env = env
+        self.defaults = defaults
         self.problems: list[str] = []
 
+    def _default(self, name: str, default: Any) -> Any:
+        return getattr(self.defaults, name.lower()) if default is _FROM_FIELD else default
+
     def _parse(self, name: str, default: Any, convert: Callable[[str], Any], expected: str):
+        default = self._default(name, default)
         raw = self.env.get(name)
         if raw is None or raw.strip() == "":
             return default
@@ -317,13 +319,15 @@ class _EnvReader:
             self.problems.append(f"{name}={raw!r}: expected {expected}")
             return default
 
-    def integer(self, name: str, default: int, minimum: int | None = None,
+    def integer(self, name: str, default: Any = _FROM_FIELD, minimum: int | None = None,
                 maximum: int | None = None) -> int:
+        default = self._default(name, default)
         value = self._parse(name, default, int, "an integer")
         return self._in_range(name, value, default, minimum, maximum)
 
-    def number(self, name: str, default: float, minimum: float | None = None,
+    def number(self, name: str, default: Any = _FROM_FIELD, minimum: float | None = None,
                maximum: float | None = None) -> float:
+        default = self._default(name, default)
         value = self._parse(name, default, float, "a number")
         if not math.isfinite(value):
             self.problems.append(f"{name}={value!r}: expected a finite number")
@@ -339,7 +343,7 @@ class _EnvReader:
             return default
         return value
 
-    def boolean(self, name: str, default: bool) -> bool:
+    def boolean(self, name: str, default: Any = _FROM_FIELD) -> bool:
         def convert(raw: str) -> bool:
             value = FLAG_WORDS.get(raw.lower())
             if value is None:
@@ -348,7 +352,7 @@ class _EnvReader:
 
         return self._parse(name, default, convert, "true or false")
 
-    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+    def choice(self, name: str, options: tuple[str, ...], default: Any = _FROM_FIELD) -> str:
         def convert(raw: str) -> str:
             if raw.lower() not in options:
                 raise ValueError(raw)
@@ -356,7 +360,7 @@ class _EnvReader:
 
         return self._parse(name, default, convert, "one of " + ", ".join(options))
 
-    def name(self, name: str, default: str) -> str:
+    def name(self, name: str, default: Any = _FROM_FIELD) -> str:
         def convert(raw: str) -> str:
             if not SERVICE_PATTERN.fullmatch(raw):
                 raise ValueError(raw)
@@ -382,7 +386,7 @@ class _EnvReader:
 
         return self._parse(name, "", convert, "an http:// or https:// URL")
 
-    def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def origins(self, name: str, default: Any = _FROM_FIELD) -> tuple[str, ...]:
         def convert(raw: str) -> tuple[str, ...]:
             if raw.startswith("["):
                 try:
@@ -410,7 +414,7 @@ class _EnvReader:
         raw = self.env.get(name, "")
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
-    def algorithms(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def algorithms(self, name: str, default: Any = _FROM_FIELD) -> tuple[str, ...]:
         known = HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS
         by_upper = {alg.upper(): alg for alg in known}
 

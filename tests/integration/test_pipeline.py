@@ -23,7 +23,7 @@ def _numbers(frames) -> list[int]:
 
 def _wait_routed(pipeline, published) -> None:
     """Until the reader has passed ``published``: connections opened later start after it."""
-    wait_until(lambda: pipeline.hub.last_key >= published.position.key, 10, interval=0.01,
+    wait_until(lambda: pipeline.hub.position.key >= published.position.key, 10, interval=0.01,
                message="the reader to route the message")
 
 
@@ -264,9 +264,9 @@ def test_reader_recovers_when_redis_restarts(make_pipeline, make_redis_server):
     assert _numbers(reader.wait_messages(1)) == [1]
 
     server.kill()
-    wait_until(lambda: pipeline.hub.last_error is not None, 10,
+    wait_until(lambda: pipeline.reader.last_error is not None, 10,
                message="the reader to notice the outage")
-    assert pipeline.hub.reader_alive()
+    assert pipeline.reader.alive
     server.restart(keep_data=True)
 
     def publish_when_back():
@@ -310,8 +310,8 @@ def test_full_queue_closes_the_slow_connection_not_the_others(make_pipeline):
     pipeline = make_pipeline()
     fast = pipeline.subscribe("user:1")
     slow = pipeline.subscribe("user:1", queue_size=5)
-    slow._greenlet.kill()  # it stops reading entirely
+    slow.stop_reading()
     pipeline.publish(*[message(n) for n in range(1, 51)])
     assert len(fast.wait_messages(50)) == 50
-    assert slow.session.subscription.closing == "slow_consumer"
-    assert pipeline.hub.stats.slow_consumers == 1
+    assert slow.subscription.closing == "slow_consumer"
+    assert pipeline.stats.slow_consumers == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushservice.store.streams import parse_stream_info
+from pushservice.store.messages import parse_stream_info
 from tests.support import redis_replies
 
 pytestmark = pytest.mark.redis_versions

@@ -7,23 +7,18 @@ import time
 import gevent
 import pytest
 
-from pushservice.streaming import StreamSession, plan_resume
-from pushservice.subscription import Heartbeat, Subscription
-from tests.support.pipeline import Reader, message
+from pushservice.engine.subscription import Heartbeat
+from tests.support.pipeline import StreamClient, message
 
 # Resumes after expiry touch stream semantics: run on Redis 6.2 and 7.x.
 pytestmark = pytest.mark.redis_versions
 
 
-def _session(pipeline, expires_at: float, last_event_id: str | None = None) -> Reader:
-    plan = plan_resume(last_event_id, pipeline.store.stream_info)
-    subscription = Subscription(("user:1",), pipeline.settings.connection_queue_size)
-    reader = Reader(StreamSession(pipeline.hub, subscription, plan, expires_at=expires_at))
-    pipeline.readers.append(reader)
-    return reader
+def _session(pipeline, expires_at: float, last_event_id: str | None = None) -> StreamClient:
+    return pipeline.subscribe("user:1", last_event_id=last_event_id, expires_at=expires_at)
 
 
-def _closing(reader: Reader):
+def _closing(reader: StreamClient):
     return [frame for frame in reader.frames if frame.event == "closing"]
 
 
@@ -42,9 +37,9 @@ def test_an_idle_stream_closes_at_expiry_with_token_expired(make_pipeline):
 
 def test_a_stream_whose_queue_never_runs_dry_still_closes_at_expiry(make_pipeline):
     pipeline = make_pipeline()
-    plan = plan_resume(None, pipeline.store.stream_info)
-    subscription = Subscription(("user:1",), 100_000)
-    session = StreamSession(pipeline.hub, subscription, plan, expires_at=time.time() + 0.3)
+    stream = pipeline.streams.open(("user:1",), queue_size=100_000,
+                                   expires_at=time.time() + 0.3)
+    subscription = stream.subscription
 
     def flood() -> None:
         while True:
@@ -58,7 +53,7 @@ def test_a_stream_whose_queue_never_runs_dry_still_closes_at_expiry(make_pipelin
     def consume() -> None:
         # Like a socket write, each chunk yields to other greenlets, which refill the
         # queue before the stream looks at it again.
-        for chunk in session:
+        for chunk in stream:
             chunks.append(chunk)
             gevent.sleep(0.001)
 
@@ -69,7 +64,7 @@ def test_a_stream_whose_queue_never_runs_dry_still_closes_at_expiry(make_pipelin
     finally:
         flooder.kill()
         consumer.kill()
-        session.close()
+        stream.close()
     assert b'event: closing\ndata: {"reason":"token_expired"' in b"".join(chunks)
 
 

@@ -1,36 +1,49 @@
-"""One worker's pipeline (store, hub, reader greenlet, stream sessions) in the test process,
-for integration tests against a real redis-server."""
+"""One worker's pipeline (store, hub, reader, registry, streams) in the test process, for
+integration tests against a real redis-server. Streams open and close through the same
+``Streams`` the HTTP view uses."""
 
 from __future__ import annotations
 
 import gevent
 
-from pushservice.hub import Hub
+from pushservice.engine.event_stream import EventStream
+from pushservice.engine.hub import Hub
+from pushservice.engine.reader import Reader
+from pushservice.engine.stats import WorkerStats
 from pushservice.message import MessageFactory
+from pushservice.ops.capacity import ConnectionBudget
+from pushservice.ops.registry import ConnectionRegistry
 from pushservice.settings import Settings
-from pushservice.store import Store
-from pushservice.streaming import StreamSession, plan_resume
-from pushservice.subscription import Subscription
+from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords, MessageStore
+from pushservice.web.streams import Streams
 from tests.support.sse_client import Frame, SSEParser
 from tests.support.waiting import wait_until
 
 
-class Reader:
-    """Consumes a StreamSession body in a greenlet, like gunicorn would, and parses it."""
+class StreamClient:
+    """Consumes an event stream in a greenlet, as gunicorn would, and parses it."""
 
-    def __init__(self, session: StreamSession) -> None:
-        self.session = session
+    def __init__(self, stream: EventStream) -> None:
+        self.stream = stream
         self.parser = SSEParser()
         self.frames: list[Frame] = []
         self.ended = False
         self._greenlet = gevent.spawn(self._run)
 
+    @property
+    def subscription(self):
+        return self.stream.subscription
+
     def _run(self) -> None:
         try:
-            for chunk in self.session:
+            for chunk in self.stream:
                 self.frames.extend(self.parser.feed(chunk.decode("utf-8")))
         finally:
             self.ended = True
+
+    def stop_reading(self) -> None:
+        """Stop taking what the stream sends (a client that no longer reads)."""
+        self._greenlet.kill()
 
     def messages(self) -> list[Frame]:
         return [f for f in self.frames if f.dispatches and f.event not in _CONTROL_EVENTS]
@@ -40,12 +53,12 @@ class Reader:
                    message=lambda: f"the stream; frames so far: {self.frames[-5:]!r}")
 
     def wait_messages(self, count: int, timeout: float = 10.0) -> list[Frame]:
-        self.wait(lambda reader: len(reader.messages()) >= count, timeout)
+        self.wait(lambda client: len(client.messages()) >= count, timeout)
         return self.messages()
 
     def close(self) -> None:
         self._greenlet.kill(block=True, timeout=2)
-        self.session.close()
+        self.stream.close()
 
 
 _CONTROL_EVENTS = {"connected", "history-lost", "closing", "heartbeat"}
@@ -58,16 +71,25 @@ class Pipeline:
         defaults = {"redis_url": redis_url, "reader_block_ms": 200,
                     "heartbeat_interval": 30.0, "write_timeout_seconds": 5.0}
         defaults.update(overrides)
-        self.settings = Settings().replace(**defaults)
-        self.store = Store(self.settings)
-        self.hub = Hub(self.settings, self.store)
-        self.messages = MessageFactory(self.settings.message_ttl,
-                                       self.settings.max_message_bytes)
-        self.readers: list[Reader] = []
+        self.settings = settings = Settings().replace(**defaults)
+        self.stats = WorkerStats()
+        self.store = MessageStore(settings)
+        redis, keys = self.store.connections, self.store.keys
+        self.hub = Hub(settings, self.stats)
+        self.reader = Reader(settings, self.store, self.hub, self.stats)
+        self.registry = ConnectionRegistry(
+            settings, self.hub, self.reader, self.stats, self.store,
+            ConnectionRecords(redis, keys), DeploymentRecords(redis, keys),
+            ControlStore(redis, keys))
+        self.streams = Streams(settings, self.store, self.hub, self.reader, self.registry,
+                               ConnectionBudget(settings.max_connections), self.stats)
+        self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes)
+        self.clients: list[StreamClient] = []
 
     def start(self) -> Pipeline:
         self.hub.start()
-        assert self.hub.ready.wait(10), "the reader did not reach Redis"
+        self.reader.start()
+        assert self.reader.ready.wait(10), "the reader did not reach Redis"
         return self
 
     def publish(self, *raw: dict, broadcast: bool = False, now: float | None = None):
@@ -75,21 +97,20 @@ class Pipeline:
         return self.store.publish(messages)
 
     def subscribe(self, *topics: str, last_event_id: str | None = None,
-                  queue_size: int | None = None, named: bool = True) -> Reader:
-        plan = plan_resume(last_event_id, self.store.stream_info)
-        subscription = Subscription(tuple(topics), queue_size or self.settings.connection_queue_size,
-                                    named=named)
-        reader = Reader(StreamSession(self.hub, subscription, plan))
-        self.readers.append(reader)
-        return reader
+                  queue_size: int | None = None, named: bool = True,
+                  expires_at: float | None = None) -> StreamClient:
+        stream = self.streams.open(topics, named=named, last_event_id=last_event_id,
+                                   queue_size=queue_size, expires_at=expires_at)
+        client = StreamClient(stream)
+        self.clients.append(client)
+        return client
 
     def close(self) -> None:
-        for reader in self.readers:
-            reader.close()
+        for client in self.clients:
+            client.close()
+        self.reader.stop()
         self.hub.stop()
         self.store.close()
-
-
 
 
 def message(n: int, **target) -> dict:

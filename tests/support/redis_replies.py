@@ -27,7 +27,7 @@ from typing import Any
 
 from pushservice.message import MessageFactory
 from pushservice.settings import Settings
-from pushservice.store import Store
+from pushservice.store import MessageStore
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "xinfo_stream.json"
 # Fields of XINFO STREAM that lost-history detection reads.
@@ -35,11 +35,11 @@ FIELDS_READ = ("length", "last-generated-id", "first-entry", "entries-added",
                "max-deleted-entry-id")
 
 
-def _store(url: str, **changes: Any) -> Store:
-    return Store(Settings().replace(redis_url=url, **changes))
+def _store(url: str, **changes: Any) -> MessageStore:
+    return MessageStore(Settings().replace(redis_url=url, **changes))
 
 
-def _publish(store: Store, count: int, batch: int = 1) -> list[str]:
+def _publish(store: MessageStore, count: int, batch: int = 1) -> list[str]:
     factory = MessageFactory(3600, 65536)
     ids: list[str] = []
     for start in range(0, count, batch):
@@ -50,7 +50,7 @@ def _publish(store: Store, count: int, batch: int = 1) -> list[str]:
     return ids
 
 
-def _xinfo(store: Store) -> Any:
+def _xinfo(store: MessageStore) -> Any:
     return store.client.execute_command("XINFO", "STREAM", store.stream_key)
 
 

@@ -4,7 +4,7 @@
 - ``fake_clients``: every Redis client the service builds (command, reader, probe, ...) is
   a fakeredis client of ``fake_redis_server``, so they all share one in-memory Redis, which
   ``fake_redis`` (tests/conftest.py) looks at too.
-- ``store``: a Store on those clients.
+- ``store``: a MessageStore on those clients.
 - ``socket_pair``: a connected pair of real sockets, the service's end first.
 - ``parse_sse``: a small SSE parser that follows the HTML standard's algorithm to the
   letter, to check what a browser would make of the bytes the service writes.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pushservice.settings import Settings
-from pushservice.store import RedisConnections, Store
+from pushservice.store import MessageStore, RedisConnections
 
 
 @pytest.fixture
@@ -46,8 +46,8 @@ def fake_clients(monkeypatch, fake_redis_server) -> None:
 
 
 @pytest.fixture
-def store(fake_clients, settings) -> Store:
-    instance = Store(settings)
+def store(fake_clients, settings) -> MessageStore:
+    instance = MessageStore(settings)
     yield instance
     instance.close()
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pushservice.capacity import ConnectionBudget
+from pushservice.ops.capacity import ConnectionBudget
 
 
 def test_a_worker_is_refused_at_the_limit_and_admitted_after_a_release():

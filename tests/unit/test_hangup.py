@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from pushservice.hangup import client_fd, hung_up
+from pushservice.engine.hangup import client_fd, hung_up
 
 
 def test_nothing_to_read_is_no_verdict(socket_pair):

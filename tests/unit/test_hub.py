@@ -8,17 +8,19 @@ import time
 
 import pytest
 
-from pushservice.hub import Backoff, Hub
-from pushservice.position import Position
-from pushservice.store import Entry, Store
-from pushservice.subscription import CloseReason, Subscription
+from pushservice.engine.hub import Hub
+from pushservice.engine.position import Position
+from pushservice.engine.stats import WorkerStats
+from pushservice.engine.subscription import CloseReason, Heartbeat, Subscription
+from pushservice.store import Entry
+from tests.support.waiting import wait_until
 
 EPOCH = "ep1"
 
 
 @pytest.fixture
 def hub(settings):
-    return Hub(settings, Store(settings))
+    return Hub(settings, WorkerStats())
 
 
 def entry(seq: int, *topics: str, ms: int | None = None, expires_at_ms: int = 0,
@@ -98,33 +100,21 @@ def test_expired_entries_reach_no_one(hub):
 
 
 def test_route_moves_the_hub_position_even_past_skipped_entries(hub):
-    hub.epoch = EPOCH
     now_ms = int(time.time() * 1000)
 
     hub.route([entry(1, "nobody", ms=now_ms - 5), entry(2, "news", ms=now_ms - 5,
                                                            expires_at_ms=1)])
 
-    assert hub.last_key == (now_ms - 5, 2)
     assert hub.position == Position(EPOCH, now_ms - 5, 2)
     assert hub.stats.routed_entries == 2
 
 
 def test_route_takes_the_epoch_of_the_entries(hub):
-    hub.epoch = "old"
+    hub.move_to(Position("old", 0, 0))
 
     hub.route([entry(1, "news", epoch="new")])
 
-    assert hub.epoch == "new"
-
-
-def test_lag_is_the_age_of_the_newest_routed_entry(hub):
-    now_ms = int(time.time() * 1000)
-
-    hub.route([entry(1, "news", ms=now_ms - 9000), entry(2, "news", ms=now_ms - 2000)])
-
-    assert 1.9 <= hub.lag_seconds < 3
-    hub.route([entry(3, "news", ms=now_ms + 10_000)])  # a clock ahead of ours
-    assert hub.lag_seconds == 0
+    assert hub.position.epoch == "new"
 
 
 def test_a_full_queue_disconnects_that_subscriber_only(hub):
@@ -151,8 +141,7 @@ def test_stats_count_routed_entries_and_offered_frames(hub):
 
 
 def test_register_returns_the_position_routed_so_far(hub):
-    hub.epoch = EPOCH
-    hub.last_key = (1700000000000, 4)
+    hub.move_to(Position(EPOCH, 1700000000000, 4))
 
     position = hub.register(Subscription(("news",), 10))
 
@@ -204,55 +193,29 @@ def test_a_connection_arriving_during_shutdown_is_closed_at_once(hub, settings):
     assert late.close_detail == {"retry_ms": settings.sse_retry_ms}
 
 
-class FakeStore:
-    def __init__(self, epoch: str, last: tuple[int, int]) -> None:
-        self.epoch = epoch
-        self.last = last
+def test_connections_are_found_by_id_and_listed_by_kind(hub):
+    user = Subscription(("user:u1",), 10, kind="user")
+    hub.register(user)
+    hub.register(Subscription(("news",), 10, kind="stream"))
 
-    def current_epoch(self, client=None) -> str:
-        return self.epoch
-
-    def head_key(self, client=None) -> tuple[int, int]:
-        return self.last
-
-
-def test_reader_starts_after_the_newest_entry(settings):
-    hub = Hub(settings, FakeStore("ep", (1700000000000, 3)))
-
-    hub._resync(client=None)
-
-    assert hub.position == Position("ep", 1700000000000, 3)
+    assert hub.get(user.id) is user
+    assert hub.get("c-unknown") is None
+    status = hub.status()
+    assert status.connections == 2
+    assert status.connections_by_kind == {"user": 1, "stream": 1}
+    assert status.position == hub.position
 
 
-def test_reader_keeps_its_place_after_an_outage_of_the_same_stream(settings):
-    store = FakeStore("ep", (1700000000000, 3))
-    hub = Hub(settings, store)
-    hub._resync(client=None)
-    hub.last_key = (1700000000500, 0)
-    store.last = (1700000009999, 0)  # written while the reader was away: not skipped
-
-    hub._resync(client=None)
-
-    assert hub.position == Position("ep", 1700000000500, 0)
-
-
-def test_reader_reads_a_recreated_stream_from_its_start(settings):
-    store = FakeStore("ep", (1700000000000, 3))
-    hub = Hub(settings, store)
-    hub._resync(client=None)
-    store.epoch = "ep2"
-
-    hub._resync(client=None)
-
-    assert hub.position == Position("ep2", 0, 0)
-
-
-def test_backoff_grows_with_jitter_up_to_its_cap():
-    backoff = Backoff(base=0.1, cap=1.0)
-
-    delays = [backoff.next_delay() for _ in range(8)]
-
-    ceilings = [min(1.0, 0.1 * 2**n) for n in range(8)]
-    assert all(ceiling / 2 <= d <= ceiling for d, ceiling in zip(delays, ceilings))
-    backoff.reset()
-    assert 0.05 <= backoff.next_delay() <= 0.1
+def test_heartbeats_reach_every_connection_with_the_hub_position(settings):
+    hub = Hub(settings.replace(heartbeat_interval=0.05), WorkerStats())
+    subscriptions = [subscribe(hub, "news") for _ in range(3)]
+    hub.move_to(Position(EPOCH, 1700000000000, 1))
+    hub.start()
+    try:
+        wait_until(lambda: all(len(s.queue.queue) >= 2 for s in subscriptions), 5,
+                   message="two heartbeats each")
+    finally:
+        hub.stop()
+    for subscription in subscriptions:
+        beat = subscription.queue.queue[-1]
+        assert isinstance(beat, Heartbeat) and beat.position == hub.position

@@ -8,16 +8,17 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import gevent
 import pytest
 
-from pushservice.instances import (
+from pushservice.ops.instances import (
     Gateway,
     GatewayError,
     InstanceRegistration,
     deregister_instance,
     instance_record,
 )
-from pushservice.store import RegistryStore, Store
+from pushservice.store import DeploymentRecords, MessageStore
 from tests.support.waiting import wait_until
 
 
@@ -62,9 +63,9 @@ def gateway():
 
 
 @pytest.fixture
-def registry_store(fake_clients, settings) -> RegistryStore:
-    store = Store(settings)
-    yield RegistryStore(store.connections, store.keys)
+def deployment(fake_clients, settings) -> DeploymentRecords:
+    store = MessageStore(settings)
+    yield DeploymentRecords(store.connections, store.keys)
     store.close()
 
 
@@ -98,23 +99,24 @@ def test_the_record_names_where_to_reach_the_instance(settings):
 
 
 def test_one_worker_leads_and_the_instance_is_listed(registrations, settings,
-                                                     registry_store):
-    first = start(registrations, settings, registry_store, instance_name="push-1")
+                                                     deployment):
+    first = start(registrations, settings, deployment, instance_name="push-1")
 
-    wait_until(lambda: registry_store.instances(), 5, message="the instance's record")
+    wait_until(lambda: deployment.instances(), 5, message="the instance's record")
 
     assert first.leading
-    assert [r["instance"] for r in registry_store.instances()] == ["push-1"]
+    assert [r["instance"] for r in deployment.instances()] == ["push-1"]
 
 
 def test_leadership_passes_to_another_worker_when_the_leader_stops(
-        registrations, settings, registry_store, monkeypatch):
-    first = start(registrations, settings, registry_store, instance_name="push-1")
+        registrations, settings, deployment, monkeypatch):
+    first = start(registrations, settings, deployment, instance_name="push-1")
     wait_until(lambda: first.leading, 5, message="a leader")
     # A second worker of the same instance (another holder name) waits its turn.
     monkeypatch.setattr(InstanceRegistration, "holder", property(lambda self: f"w{id(self)}"))
-    second = start(registrations, settings, registry_store, instance_name="push-1")
+    second = start(registrations, settings, deployment, instance_name="push-1")
     wait_until(lambda: second._greenlet is not None, 1, message="the second worker")
+    gevent.sleep(0.2)  # several rounds: it never takes the lease while the first holds it
 
     assert not second.leading
 
@@ -123,18 +125,18 @@ def test_leadership_passes_to_another_worker_when_the_leader_stops(
 
 
 def test_a_stopped_instance_disappears_when_its_record_expires(registrations, settings,
-                                                               registry_store):
-    registration = start(registrations, settings, registry_store, instance_name="push-1")
-    wait_until(lambda: registry_store.instances(), 5, message="the instance's record")
+                                                               deployment):
+    registration = start(registrations, settings, deployment, instance_name="push-1")
+    wait_until(lambda: deployment.instances(), 5, message="the instance's record")
 
     registration.stop()
 
-    wait_until(lambda: not registry_store.instances(), 5, message="the record to expire")
+    wait_until(lambda: not deployment.instances(), 5, message="the record to expire")
 
 
 def test_the_leader_registers_with_the_gateway_and_renews(registrations, settings,
-                                                          registry_store, gateway):
-    start(registrations, settings, registry_store, instance_name="push-1",
+                                                          deployment, gateway):
+    start(registrations, settings, deployment, instance_name="push-1",
           gateway_url=gateway.url, gateway_token="secret", gateway_renew_seconds=1.0)
 
     wait_until(lambda: len(gateway.requests) >= 2, 5, message="a registration and a renewal")
@@ -145,10 +147,10 @@ def test_the_leader_registers_with_the_gateway_and_renews(registrations, setting
     assert authorization == "Bearer secret"
 
 
-def test_gateway_failures_are_retried_with_backoff(registrations, settings, registry_store,
+def test_gateway_failures_are_retried_with_backoff(registrations, settings, deployment,
                                                   gateway):
     gateway.status = 503
-    start(registrations, settings, registry_store, instance_name="push-1",
+    start(registrations, settings, deployment, instance_name="push-1",
           gateway_url=gateway.url, gateway_renew_seconds=60.0)
 
     wait_until(lambda: len(gateway.requests) >= 2, 10, message="a retried registration")
@@ -169,15 +171,15 @@ def test_a_gateway_that_does_not_answer_is_an_error(settings):
 
 
 def test_the_master_deregisters_from_redis_and_the_gateway(registrations, settings,
-                                                           registry_store, gateway):
+                                                           deployment, gateway):
     chosen = {"instance_name": "push-1", "gateway_url": gateway.url}
-    start(registrations, settings, registry_store, **chosen)
-    wait_until(lambda: registry_store.instances(), 5, message="the instance's record")
+    start(registrations, settings, deployment, **chosen)
+    wait_until(lambda: deployment.instances(), 5, message="the instance's record")
     registrations[0].stop()
 
     deregister_instance(settings.replace(**chosen))
 
-    assert registry_store.instances() == []
+    assert deployment.instances() == []
     assert gateway.requests[-1][:2] == ("DELETE", "/registry/services/pushservice/instances/push-1")
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushservice.position import Position, parse_event_id, parse_stream_id
+from pushservice.engine.position import Position, parse_event_id, parse_stream_id
 
 U64 = 2**64 - 1
 

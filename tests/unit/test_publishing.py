@@ -5,8 +5,8 @@ from __future__ import annotations
 import gevent
 import pytest
 
+from pushservice.engine.publishing import GroupCommit
 from pushservice.errors import StoreUnavailableError
-from pushservice.publishing import GroupCommit
 
 
 class FakeWrite:

@@ -9,32 +9,25 @@ import time
 import gevent
 import pytest
 
+from pushservice.engine.hub import Hub
+from pushservice.engine.reader import Reader
+from pushservice.engine.stats import WorkerStats
+from pushservice.engine.subscription import CloseReason, Subscription
 from pushservice.errors import NotFoundError, TooManyRequestsError
-from pushservice.hub import Hub
-from pushservice.registry import ConnectionRegistry, worker_id
-from pushservice.store import ControlStore, RegistryStore, Store
-from pushservice.subscription import CloseReason, Subscription
+from pushservice.ops.registry import ConnectionRegistry, worker_id
+from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
 
 
 @pytest.fixture
-def store(fake_clients, settings):
-    instance = Store(settings)
-    yield instance
-    instance.close()
-
-
-@pytest.fixture
-def registry_store(store) -> RegistryStore:
-    return RegistryStore(store.connections, store.keys)
-
-
-@pytest.fixture
-def make_registry(store, registry_store, settings):
+def make_registry(store, settings):
     def make(**changes) -> ConnectionRegistry:
         chosen = settings.replace(**changes)
-        hub = Hub(chosen, store)
-        return ConnectionRegistry(chosen, hub, registry_store,
-                                  ControlStore(store.connections, store.keys))
+        stats = WorkerStats()
+        hub = Hub(chosen, stats)
+        redis, keys = store.connections, store.keys
+        return ConnectionRegistry(chosen, hub, Reader(chosen, store, hub, stats), stats, store,
+                                  ConnectionRecords(redis, keys), DeploymentRecords(redis, keys),
+                                  ControlStore(redis, keys))
 
     return make
 
@@ -137,9 +130,9 @@ def test_removing_forgets_the_record_and_counts_the_close(registry):
     close(registry, subscription)
 
     assert registry.list()["connections"] == []
-    assert registry.store.get(subscription.id) is None
-    assert registry.hub.stats.connections_opened == 1
-    assert registry.hub.stats.connections_closed == 1
+    assert registry.records.get(subscription.id) is None
+    assert registry.stats.connections_opened == 1
+    assert registry.stats.connections_closed == 1
 
 
 # -- renewing ---------------------------------------------------------------------------
@@ -148,9 +141,9 @@ def test_removing_forgets_the_record_and_counts_the_close(registry):
 def test_renewal_keeps_records_alive_and_reports_frames_and_position(make_registry):
     registry = make_registry(registry_ttl_seconds=0.6, registry_refresh_seconds=0.2)
     subscription = open_(registry, stream())
-    registry.hub.epoch = "ep1"
     subscription.frames_sent = 7
-    subscription.last_key = (1700000000000, 3)
+    subscription.position.epoch = "ep1"
+    subscription.position.key = (1700000000000, 3)
 
     for _ in range(4):  # longer than the TTL in all, renewed within it each time
         time.sleep(0.2)
@@ -172,17 +165,17 @@ def test_a_connection_that_is_not_renewed_disappears(make_registry):
 
 def test_renewal_publishes_the_worker_snapshot_and_counter_deltas(registry):
     open_(registry, stream())
-    registry.hub.stats.delivered += 5
+    registry.stats.delivered += 5
 
     registry.renew()
-    registry.hub.stats.delivered += 2
+    registry.stats.delivered += 2
     registry.renew()
 
-    (snapshot,) = registry.store.worker_snapshots()
+    (snapshot,) = registry.deployment.worker_snapshots()
     assert snapshot["worker_id"] == worker_id(registry.settings)
     assert snapshot["connections"] == 1
     assert snapshot["connections_by_kind"] == {"user": 1}
-    assert registry.store.counters()["delivered"] == 7  # deltas added, not totals
+    assert registry.deployment.counters()["delivered"] == 7  # deltas added, not totals
     assert registry.stream_length == 0
 
 
@@ -226,7 +219,7 @@ def test_listing_prunes_connections_whose_record_expired(make_registry, fake_red
     time.sleep(0.35)
 
     assert registry.list()["connections"] == []
-    assert fake_redis.zcard(registry.store.keys.connections) == 0
+    assert fake_redis.zcard(registry.records.keys.connections) == 0
 
 
 # -- stats ------------------------------------------------------------------------------
@@ -238,13 +231,13 @@ def test_stats_add_up_every_worker(make_registry):
     open_(first, stream("a", topics=("user:a",)))
     for _ in range(2):
         open_(second, stream("b", topics=("user:b",)))
-    first.hub.stats.delivered = 3
-    second.hub.stats.delivered = 4
-    second.hub.stats.observe_latency(0.004)
+    first.stats.delivered = 3
+    second.stats.delivered = 4
+    second.stats.observe_latency(0.004)
     first.renew()
     second.renew()
 
-    stats = first.stats()
+    stats = first.deployment_stats()
 
     assert stats["connections"]["total"] == 3
     assert stats["connections"]["by_instance"] == {"a": 1, "b": 2}
@@ -307,6 +300,6 @@ def test_close_connection_is_confirmed_once_its_worker_let_it_go(registry, monke
 def test_close_connection_says_when_the_client_is_not_gone_yet(registry, monkeypatch):
     subscription = open_(registry, stream())
     monkeypatch.setattr(registry.control, "send", lambda command: 0)
-    monkeypatch.setattr("pushservice.registry.CLOSE_CONFIRM_SECONDS", 0.1)
+    monkeypatch.setattr("pushservice.ops.registry.CLOSE_CONFIRM_SECONDS", 0.1)
 
     assert registry.close_connection(subscription.id)["closed"] is False

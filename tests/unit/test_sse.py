@@ -13,18 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushservice.errors import ValidationError
-from pushservice.message import MESSAGE_TYPES, MessageFactory
-from pushservice.position import Position
-from pushservice.sse import (
+from pushservice.engine.position import Position
+from pushservice.engine.sse import (
+    HEARTBEAT_COMMENT,
     FrameError,
-    encode_comment,
     encode_frame,
     encode_json_frame,
     encode_message_frame,
     encode_position,
     encode_retry,
+    message_frame,
 )
+from pushservice.errors import ValidationError
+from pushservice.message import MESSAGE_TYPES, MessageFactory
+from pushservice.store import Entry
 
 BREAKERS = ("\r", "\n", "\x00")
 # Any text, with line breaks of every kind and other troublemakers well represented.
@@ -137,16 +139,11 @@ def test_json_frame_is_one_data_line(sse):
     assert json.loads(event.data) == {"text": "a\nb\r\nc", "zh": "向量"}
 
 
-def test_comment_is_invisible_to_event_source(sse):
-    parsed = sse(encode_comment("heartbeat"))
+def test_a_heartbeat_is_invisible_to_event_source(sse):
+    parsed = sse(HEARTBEAT_COMMENT)
 
-    assert encode_comment("heartbeat") == b": heartbeat\n\n"
     assert parsed.events == [] and parsed.fields == []
     assert parsed.blocks[0].comments == ["heartbeat"]
-
-
-def test_empty_comment():
-    assert encode_comment() == b": \n\n"
 
 
 def test_retry_frame(sse):
@@ -238,12 +235,12 @@ def test_json_frame_is_one_event_with_one_data_line(sse, payload, event, event_i
 
 @settings(max_examples=150, deadline=None)
 @given(text=any_text)
-def test_comment_never_becomes_a_field_or_an_event(sse, text):
-    parsed = sse(encode_comment(text))
+def test_a_positions_comment_never_becomes_a_field_or_an_event(sse, text):
+    parsed = sse(encode_position("e1-9-0", text))
 
     assert parsed.complete
     (block,) = parsed.blocks
-    assert block.fields == []
+    assert block.fields == [("id", "e1-9-0")]
     assert parsed.events == []
     assert block.comments == normalised(text).split("\n")
 
@@ -283,3 +280,15 @@ def test_message_frame_of_a_validated_message_is_one_event(
     assert received.type == (message_type if named else "message")
     assert received.last_event_id == event_id
     assert json.loads(received.data)["data"]["message"] == text
+
+
+def test_an_entrys_frames_are_encoded_once_and_shared():
+    entry = Entry(5, 1, "ep", ("user:u1",), "progress", b'{"n":1}', 0)
+
+    named = message_frame(entry, True)
+    plain = message_frame(entry, False)
+
+    assert named == b'id: ep-5-1\nevent: progress\ndata: {"n":1}\n\n'
+    assert plain == b'id: ep-5-1\ndata: {"n":1}\n\n'
+    assert message_frame(entry, True) is named
+    assert message_frame(entry, False) is plain

@@ -10,12 +10,12 @@ import uuid
 import pytest
 import redis
 
+from pushservice.engine.position import parse_event_id
 from pushservice.errors import StoreUnavailableError
 from pushservice.message import MessageFactory
-from pushservice.position import parse_event_id
-from pushservice.store import Entry, Store, translate_errors
-from pushservice.store import streams as streams_module
-from pushservice.store.streams import REQUEST_MEMORY_SECONDS
+from pushservice.store import MessageStore, translate_errors
+from pushservice.store import messages as messages_module
+from pushservice.store.messages import REQUEST_MEMORY_SECONDS
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def messages():
     return build
 
 
-def stream_entries(fake_redis, store: Store) -> list[tuple[bytes, dict[bytes, bytes]]]:
+def stream_entries(fake_redis, store: MessageStore) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return fake_redis.xrange(store.stream_key)
 
 
@@ -122,7 +122,7 @@ def test_messages_without_client_ids_are_never_duplicates(store, messages, fake_
 def test_a_retried_request_returns_the_first_answer_without_writing_twice(
         store, messages, fake_redis, monkeypatch):
     request = uuid.uuid4()
-    monkeypatch.setattr(streams_module.uuid, "uuid4", lambda: request)
+    monkeypatch.setattr(messages_module.uuid, "uuid4", lambda: request)
     batch = [messages(1), messages(2, id="order-1")]
 
     first = store.publish(batch)
@@ -139,7 +139,7 @@ def test_published_messages_are_counted_once(store, messages, fake_redis, monkey
     store.publish([messages(1), messages(2, id="order-3")])
     store.publish([messages(3, id="order-3")])  # a duplicate is not published again
     request = uuid.uuid4()
-    monkeypatch.setattr(streams_module.uuid, "uuid4", lambda: request)
+    monkeypatch.setattr(messages_module.uuid, "uuid4", lambda: request)
     store.publish([messages(4)])
     store.publish([messages(4)])  # a retried request is not published again
 
@@ -182,7 +182,7 @@ def test_read_returns_entries_after_a_key(store, messages):
     assert first.body == results[2].message.body
     assert first.expires_at_ms == results[2].message.expires_at_ms
     assert first.epoch == results[2].position.epoch
-    assert first.position == results[2].position
+    assert first.key == results[2].position.key
 
 
 def test_read_honours_count(store, messages):
@@ -263,19 +263,6 @@ def test_stream_info_names_what_came_before_the_first_kept_entry(store, messages
     assert info.length == 400 - first
 
 
-def test_entry_frames_are_encoded_once_and_shared():
-    entry = Entry(5, 1, "ep", ("user:u1",), "progress", b'{"n":1}', 0)
-
-    named = entry.frame(True)
-    plain = entry.frame(False)
-
-    assert named == b'id: ep-5-1\nevent: progress\ndata: {"n":1}\n\n'
-    assert plain == b'id: ep-5-1\ndata: {"n":1}\n\n'
-    assert entry.frame(True) is named
-    assert entry.frame(False) is plain
-    assert entry.key == (5, 1)
-
-
 # -- what resuming needs to know --------------------------------------------------------
 
 
@@ -328,7 +315,7 @@ def test_epoch_is_created_once_and_stays(store, settings, messages):
     assert store.current_epoch() == epoch
     assert store.current_epoch(store.reader_client()) == epoch
     assert store.publish([messages(1)])[0].position.epoch == epoch
-    assert Store(settings).current_epoch() == epoch  # another worker, same Redis
+    assert MessageStore(settings).current_epoch() == epoch  # another worker, same Redis
 
 
 def test_first_publish_creates_the_epoch(store, messages):

@@ -7,7 +7,7 @@ import gevent
 import pytest
 from gevent.queue import Empty, Full
 
-from pushservice.subscription import (
+from pushservice.engine.subscription import (
     WAKE,
     CloseReason,
     Mailbox,
@@ -21,7 +21,7 @@ def test_offer_queues_items_in_order():
 
     assert subscription.offer("a") is True
     assert subscription.offer("b") is True
-    assert [subscription.queue.get_nowait(), subscription.queue.get_nowait()] == ["a", "b"]
+    assert subscription.queue.take_all() == ["a", "b"]
     assert subscription.closing is None
 
 
@@ -34,7 +34,7 @@ def test_offer_never_blocks_and_a_full_queue_closes_as_slow_consumer_once():
     assert results == [True, True, False, True, True]
     assert subscription.closing == CloseReason.SLOW_CONSUMER
     assert subscription.close_detail == {"queue_size": 2}
-    assert subscription.queue.qsize() == 2
+    assert len(subscription.queue.queue) == 2
 
 
 def test_offers_after_close_still_queue_while_there_is_room():
@@ -57,13 +57,13 @@ def test_close_is_idempotent_and_keeps_the_first_reason():
 
 def test_close_wakes_a_waiting_consumer():
     subscription = Subscription(("user:u1",), queue_size=5)
-    consumer = gevent.spawn(subscription.queue.get)
+    consumer = gevent.spawn(subscription.queue.take_all)
     gevent.idle()  # let the consumer block on its empty queue
     assert not consumer.ready()
 
     subscription.close(CloseReason.KICKED)
 
-    assert consumer.get(timeout=1) is WAKE
+    assert consumer.get(timeout=1) == [WAKE]
 
 
 def test_close_of_a_full_queue_does_not_block():
@@ -84,7 +84,7 @@ def test_new_subscription_defaults():
     assert subscription.named is True
     assert subscription.kind == "stream"
     assert subscription.closing is None
-    assert subscription.last_key == (0, 0)
+    assert subscription.position.key == (0, 0) and not subscription.position.known
     assert subscription.frames_sent == 0
     assert subscription.queue.maxsize == 3
 
@@ -108,7 +108,7 @@ def test_mailbox_hands_over_everything_waiting_at_once():
     for item in ("a", "b", "c"):
         mailbox.put_nowait(item)
     assert mailbox.take_all() == ["a", "b", "c"]
-    assert mailbox.qsize() == 0
+    assert mailbox.queue == []
 
 
 def test_mailbox_put_back_goes_before_newer_items():

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import gevent
 from gevent.event import AsyncResult
 
-from .message import Message
-from .store import Published
+from ..message import Message
+from ..store import Published
 
 # Messages per round trip at most: bounds how long one script holds Redis.
 MAX_MESSAGES_PER_WRITE = 2000

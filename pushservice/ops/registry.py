@@ -18,13 +18,14 @@ from typing import Any
 
 import gevent
 
-from .errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
-from .hub import Backoff, Hub
-from .position import Position
-from .settings import Settings
-from .stats import DeltaTracker, percentile
-from .store import ControlStore, RegistryStore
-from .subscription import CloseReason, Subscription
+from ..background import spawn_forever
+from ..engine.hub import Hub
+from ..engine.reader import Reader
+from ..engine.stats import DeltaTracker, WorkerStats, percentile
+from ..engine.subscription import CloseReason, Subscription
+from ..errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
+from ..settings import Settings
+from ..store import ConnectionRecords, ControlStore, DeploymentRecords, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,27 @@ def worker_id(settings: Settings) -> str:
 
 
 class ConnectionRegistry:
-    """This worker's part of the registry, and the deployment-wide views of it."""
+    """This worker's part of the registry, and the deployment-wide views of it.
 
-    def __init__(self, settings: Settings, hub: Hub, store: RegistryStore,
-                 control: ControlStore) -> None:
+    It reads this worker's figures from the hub, the reader and ``stats``; it writes
+    through ``records`` (connections), ``deployment`` (snapshots and counters) and
+    ``control`` (commands to every worker).
+    """
+
+    def __init__(self, settings: Settings, hub: Hub, reader: Reader, stats: WorkerStats,
+                 messages: MessageStore, records: ConnectionRecords,
+                 deployment: DeploymentRecords, control: ControlStore) -> None:
         self.settings = settings
         self.hub = hub
-        self.store = store
+        self.reader = reader
+        self.stats = stats
+        self.messages = messages
+        self.records = records
+        self.deployment = deployment
         self.control = control
         self.stream_length: int | None = None
         self._deltas = DeltaTracker()
         self._greenlets: list[gevent.Greenlet] = []
-        self._pid: int | None = None
         self._reported_frames: dict[str, tuple[int, tuple[int, int]]] = {}
 
     @property
@@ -62,18 +72,18 @@ class ConnectionRegistry:
 
     def start(self) -> None:
         """Start renewing and listening in this process. Idempotent."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._greenlets = [gevent.spawn(self._renew_forever), gevent.spawn(self._listen_forever)]
+        if not self._greenlets:
+            self._greenlets = [
+                spawn_forever(self._renew_round, name="registry renewal"),
+                spawn_forever(self._listen, name="control channel"),
+            ]
 
     def stop(self) -> None:
         """Stop the greenlets and withdraw this worker's snapshot."""
         gevent.killall(self._greenlets, block=True, timeout=2)
         self._greenlets = []
-        self._pid = None
         try:
-            self.store.remove_worker(self.worker_id)
+            self.deployment.remove_worker(self.worker_id)
         except StoreUnavailableError:
             pass  # it expires by itself
 
@@ -97,118 +107,91 @@ class ConnectionRegistry:
             "last_event_id": None,
         }
         limit = self.settings.max_connections_per_user
-        admitted = self.store.admit(record, subscription.user, limit,
-                                    self.settings.registry_ttl_seconds)
+        admitted = self.records.admit(record, subscription.user, limit,
+                                      self.settings.registry_ttl_seconds)
         if not admitted:
             raise TooManyRequestsError(
                 f"User {subscription.user!r} already holds {limit} streams "
                 "(MAX_CONNECTIONS_PER_USER); close one or retry later.",
                 retry_after=self.settings.registry_refresh_seconds,
                 details={"limit": limit}, code="too_many_user_connections")
-        self.hub.stats.connections_opened += 1
+        self.stats.connections_opened += 1
 
     def remove(self, subscription: Subscription) -> None:
         """Forget ``subscription`` (best effort: it expires by itself if Redis is down)."""
-        self.hub.stats.connections_closed += 1
+        self.stats.connections_closed += 1
         self._reported_frames.pop(subscription.id, None)
         try:
-            self.store.remove(subscription.id, subscription.user)
+            self.records.remove(subscription.id, subscription.user)
         except StoreUnavailableError as exc:
             log.warning("could not remove connection %s from the registry: %s",
                         subscription.id, exc)
 
     # -- periodic renewal ---------------------------------------------------------------
 
-    def _renew_forever(self) -> None:
-        backoff = Backoff(0.5, self.settings.registry_refresh_seconds)
-        while True:
-            try:
-                self.renew()
-                backoff.reset()
-                gevent.sleep(self.settings.registry_refresh_seconds)
-            except gevent.GreenletExit:
-                raise
-            except StoreUnavailableError as exc:
-                log.debug("registry renewal failed: %s", exc)
-                gevent.sleep(backoff.next_delay())
-            except Exception:
-                log.exception("registry renewal failed")
-                gevent.sleep(backoff.next_delay())
+    def _renew_round(self) -> float:
+        self.renew()
+        return self.settings.registry_refresh_seconds
 
     def renew(self) -> None:
         """Renew this worker's connections and publish its snapshot and counters."""
-        epoch = self.hub.epoch or "0"
         ttl = self.settings.registry_ttl_seconds
-        registered = self.hub.subscriptions
-        subscriptions = list(registered.values())
+        subscriptions = self.hub.subscriptions()
         # Small slices, each its own round trip: renewing thousands of connections at once
         # would hold the worker for tens of milliseconds, and every stream with it.
         for start in range(0, len(subscriptions), RENEW_SLICE):
-            updates = [self._renewal(subscription, epoch)
+            updates = [self._renewal(subscription)
                        for subscription in subscriptions[start:start + RENEW_SLICE]
-                       if subscription.id in registered]
+                       if self.hub.get(subscription.id) is subscription]
             if updates:
-                self.store.renew(updates, ttl)
+                self.records.renew(updates, ttl)
             gevent.sleep(0)
-        counters = self.hub.stats.counters()
-        self.store.publish_worker(self.worker_id, self.snapshot(counters),
-                                  self._deltas.since_last(counters), ttl)
-        self.stream_length = self.hub.store.length()
+        counters = self.stats.counters()
+        self.deployment.publish_worker(self.worker_id, self.snapshot(counters),
+                                       self._deltas.since_last(counters), ttl)
+        self.stream_length = self.messages.length()
 
-    def _renewal(self, subscription: Subscription,
-                 epoch: str) -> tuple[str, str | None, dict[str, Any]]:
+    def _renewal(self, subscription: Subscription) -> tuple[str, str | None, dict[str, Any]]:
         """What renewing ``subscription`` writes: its frame count and resume position
         when they changed since the last renewal."""
-        state = (subscription.frames_sent, subscription.last_key)
+        position = subscription.position
+        state = (subscription.frames_sent, position.key)
         fields: dict[str, Any] = {}
         if self._reported_frames.get(subscription.id) != state:
             self._reported_frames[subscription.id] = state
             fields = {"frames_sent": subscription.frames_sent}
-            if subscription.last_key != (0, 0):
-                fields["last_event_id"] = Position(epoch, *subscription.last_key).event_id
+            if position.known:
+                fields["last_event_id"] = position.event_id
         return subscription.id, subscription.user, fields
 
     def snapshot(self, counters: dict[str, int] | None = None) -> dict[str, Any]:
         """This worker's figures, as the stats API aggregates them."""
-        hub = self.hub
-        by_kind: dict[str, int] = {}
-        for subscription in hub.subscriptions.values():
-            by_kind[subscription.kind] = by_kind.get(subscription.kind, 0) + 1
+        hub = self.hub.status()
+        reader = self.reader.status()
         return {
             "worker_id": self.worker_id,
             "instance": self.settings.instance_name,
             "pid": os.getpid(),
-            "started_at": hub.started_at,
+            "started_at": reader.started_at,
             "updated_at": time.time(),
-            "connections": hub.connection_count(),
-            "connections_by_kind": by_kind,
-            "counters": counters or hub.stats.counters(),
-            "latency_buckets": hub.stats.latency.counts(),
-            "reader": {"alive": hub.reader_alive(), "lag_seconds": round(hub.lag_seconds, 3),
-                       "last_read_ok": hub.last_read_ok, "last_error": hub.last_error},
+            "connections": hub.connections,
+            "connections_by_kind": hub.connections_by_kind,
+            "counters": counters or self.stats.counters(),
+            "latency_buckets": self.stats.latency.counts(),
+            "reader": {"alive": reader.alive, "lag_seconds": round(reader.lag_seconds, 3),
+                       "last_read_ok": reader.last_read_ok, "last_error": reader.last_error},
         }
 
     # -- control ------------------------------------------------------------------------
 
-    def _listen_forever(self) -> None:
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            try:
-                for command in self.control.listen():
-                    backoff.reset()
-                    self.handle(command)
-            except gevent.GreenletExit:
-                raise
-            except StoreUnavailableError as exc:
-                log.debug("control channel lost: %s", exc)
-            except Exception:
-                log.exception("control channel failed")
-            gevent.sleep(backoff.next_delay())
+    def _listen(self) -> None:
+        for command in self.control.listen():
+            self.handle(command)
 
     def handle(self, command: dict[str, Any]) -> None:
         """Carry out a command from the control channel if it concerns this worker."""
         if command.get("op") == "close":
-            subscription = self.hub.subscriptions.get(str(command.get("connection_id")))
+            subscription = self.hub.get(str(command.get("connection_id")))
             if subscription is not None:
                 log.info("closing connection %s at an operator's request", subscription.id)
                 subscription.close(CloseReason.KICKED,
@@ -220,7 +203,7 @@ class ConnectionRegistry:
         Waits up to CLOSE_CONFIRM_SECONDS for its worker to confirm; ``closed`` is False
         when the client has not been let go yet (its final frame is still on the way).
         """
-        record = self.store.get(connection_id)
+        record = self.records.get(connection_id)
         if record is None:
             raise NotFoundError(f"No open connection {connection_id!r}.",
                                 details={"connection_id": connection_id},
@@ -229,7 +212,7 @@ class ConnectionRegistry:
         deadline = time.monotonic() + CLOSE_CONFIRM_SECONDS
         closed = False
         while time.monotonic() < deadline:
-            if self.store.get(connection_id) is None:
+            if self.records.get(connection_id) is None:
                 closed = True
                 break
             gevent.sleep(0.05)
@@ -240,7 +223,7 @@ class ConnectionRegistry:
 
     def instances(self) -> list[dict[str, Any]]:
         """The instances that keep their registration alive."""
-        return self.store.instances()
+        return self.deployment.instances()
 
     def list(self, user: str | None = None, topic: str | None = None,
              instance: str | None = None, cursor: str | None = None,
@@ -252,14 +235,14 @@ class ConnectionRegistry:
                     and (topic is None or topic in record.get("topics", ()))
                     and (instance is None or record.get("instance") == instance))
 
-        records, next_cursor = self.store.scan(cursor, limit, keep)
+        records, next_cursor = self.records.scan(cursor, limit, keep)
         return {"connections": [_public(record) for record in records],
                 "count": len(records), "next_cursor": next_cursor}
 
-    def stats(self) -> dict[str, Any]:
+    def deployment_stats(self) -> dict[str, Any]:
         """Connections, message counters, stream and latency figures of the deployment."""
-        snapshots = self.store.worker_snapshots()
-        counters = self.store.counters()
+        snapshots = self.deployment.worker_snapshots()
+        counters = self.deployment.counters()
         by_instance: dict[str, int] = {}
         by_worker: dict[str, int] = {}
         by_kind: dict[str, int] = {}
@@ -287,7 +270,7 @@ class ConnectionRegistry:
                 "replayed": counters.get("replayed", 0),
                 "history_lost": counters.get("history_lost", 0),
             },
-            "stream": {"length": self.hub.store.length(),
+            "stream": {"length": self.messages.length(),
                        "reader_lag_seconds": {"max": max(lags.values(), default=0.0),
                                               "by_worker": lags}},
             "latency": {"window_seconds": 60, "samples": sum(buckets),

@@ -14,7 +14,6 @@ instance record registers or renews; ``DELETE`` on the same URL deregisters.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import urllib.error
@@ -25,12 +24,12 @@ from urllib.parse import quote
 import gevent
 import orjson
 
-from . import __version__
-from .errors import StoreUnavailableError
-from .hub import Backoff
+from .. import __version__
+from ..background import retry_backoff, spawn_forever
+from ..errors import StoreUnavailableError
+from ..settings import Settings
+from ..store import DeploymentRecords
 from .registry import worker_id
-from .settings import Settings
-from .store import RegistryStore
 
 log = logging.getLogger(__name__)
 
@@ -100,66 +99,70 @@ class Gateway:
 class InstanceRegistration:
     """Keeps this instance registered while a worker of it leads."""
 
-    def __init__(self, settings: Settings, store: RegistryStore) -> None:
+    def __init__(self, settings: Settings, deployment: DeploymentRecords) -> None:
         self.settings = settings
-        self.store = store
+        self.deployment = deployment
         self.gateway = Gateway(settings) if settings.gateway_url else None
         self.started_at = time.time()
         self.leading = False
         self._greenlet: gevent.Greenlet | None = None
-        self._pid: int | None = None
+        # The gateway is retried on its own, slower schedule (it is not Redis).
+        self._gateway_backoff = retry_backoff(base=1.0, cap=60.0)
+        self._gateway_failures = 0
+        self._next_gateway_attempt = 0.0
 
     @property
     def holder(self) -> str:
         return worker_id(self.settings)
 
+    @property
+    def _role(self) -> str:
+        return "instance:" + self.settings.instance_name
+
     def start(self) -> None:
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._greenlet = gevent.spawn(self._keep_registered)
+        if self._greenlet is None:
+            self._greenlet = spawn_forever(self._round, name="instance registration",
+                                           on_failure=self._lost_redis)
 
     def stop(self) -> None:
         """Stop renewing; hand the lease to another worker of this instance."""
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=2)
             self._greenlet = None
-        self._pid = None
         if self.leading:
             try:
-                self.store.resign("instance:" + self.settings.instance_name, self.holder)
+                self.deployment.resign(self._role, self.holder)
             except StoreUnavailableError:
                 pass
             self.leading = False
 
-    def _keep_registered(self) -> None:
-        interval = self.settings.registry_refresh_seconds
+    def _lost_redis(self, error: Exception) -> None:
+        self.leading = False  # the lease may pass to another worker meanwhile
+
+    def _round(self) -> float:
+        """One round: lead (or not), renew the record, register with the gateway when due.
+        Returns the pause until the next round."""
         ttl = self.settings.registry_ttl_seconds
-        gateway_backoff = Backoff(1.0, 60.0)
-        next_gateway_attempt = 0.0
-        while True:
-            record = None  # built once a round, and only by the leader
+        interval = self.settings.registry_refresh_seconds
+        self.leading = self.deployment.lead(self._role, self.holder, ttl)
+        if not self.leading:
+            return interval
+        record = instance_record(self.settings, self.started_at)
+        self.deployment.put_instance(self.settings.instance_name, record, ttl)
+        if self.gateway is None:
+            return interval
+        if time.monotonic() >= self._next_gateway_attempt:
             try:
-                self.leading = self.store.lead("instance:" + self.settings.instance_name,
-                                               self.holder, ttl)
-                if self.leading:
-                    record = instance_record(self.settings, self.started_at)
-                    self.store.put_instance(self.settings.instance_name, record, ttl)
-            except StoreUnavailableError as exc:
-                log.debug("instance registration in Redis failed: %s", exc)
-            if self.leading and self.gateway is not None and time.monotonic() >= next_gateway_attempt:
-                try:
-                    self.gateway.register(
-                        record or instance_record(self.settings, self.started_at))
-                    gateway_backoff.reset()
-                    next_gateway_attempt = time.monotonic() + self.settings.gateway_renew_seconds
-                except GatewayError as exc:
-                    delay = gateway_backoff.next_delay()
-                    log.warning("gateway registration failed (retrying in %.1fs): %s", delay, exc)
-                    next_gateway_attempt = time.monotonic() + delay
-            wake = min(interval, max(0.05, next_gateway_attempt - time.monotonic())) \
-                if self.gateway is not None and self.leading else interval
-            gevent.sleep(wake)
+                self.gateway.register(record)
+                self._gateway_failures = 0
+                self._next_gateway_attempt = (time.monotonic()
+                                              + self.settings.gateway_renew_seconds)
+            except GatewayError as exc:
+                delay = max(0.5, self._gateway_backoff.compute(self._gateway_failures))
+                self._gateway_failures += 1
+                log.warning("gateway registration failed (retrying in %.1fs): %s", delay, exc)
+                self._next_gateway_attempt = time.monotonic() + delay
+        return min(interval, max(0.05, self._next_gateway_attempt - time.monotonic()))
 
 
 def deregister_instance(settings: Settings) -> None:
@@ -167,11 +170,11 @@ def deregister_instance(settings: Settings) -> None:
 
     Best effort and quick: anything left behind expires within REGISTRY_TTL_SECONDS
     (Redis) or the gateway's own TTL."""
-    from .store import Keys, RedisConnections
+    from ..store import Keys, RedisConnections
 
     connections = RedisConnections(settings)
     try:
-        RegistryStore(connections, Keys(settings.stream_key_prefix)).remove_instance(
+        DeploymentRecords(connections, Keys(settings.stream_key_prefix)).remove_instance(
             settings.instance_name)
     except StoreUnavailableError as exc:
         log.warning("could not remove the instance from Redis: %s", exc)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..auth import admin_only
+from ..engine.topics import is_valid_name
 from ..errors import BadRequestError
-from ..message import is_valid_name
-from ..service import current_service
+from .extension import push_service
 
 bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
 # Every view here needs a token with the admin role (401/403 otherwise).
@@ -45,13 +45,13 @@ def list_connections():
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequestError(f"limit must be an integer from 1 to {MAX_PAGE}.",
                               details={"parameter": "limit"}, code="invalid_limit")
-    return jsonify(current_service().registry.list(limit=limit, **filters))
+    return jsonify(push_service().registry.list(limit=limit, **filters))
 
 
 @bp.get("/stats")
 def connection_stats():
     """Connections per instance, worker and kind; message counters; stream and latency."""
-    return jsonify(current_service().registry.stats())
+    return jsonify(push_service().registry.deployment_stats())
 
 
 @bp.delete("/<connection_id>")
@@ -59,7 +59,7 @@ def close_connection(connection_id: str):
     """Close a connection wherever it lives; 404 when there is no such connection."""
     if not is_valid_name(connection_id):
         raise BadRequestError("Invalid connection id.", code="invalid_connection_id")
-    result = current_service().registry.close_connection(connection_id)
+    result = push_service().registry.close_connection(connection_id)
     response = jsonify(result)
     response.status_code = 200 if result["closed"] else 202
     return response

@@ -37,6 +37,31 @@ class Position(NamedTuple):
         return (self.ms, self.seq)
 
 
+class ClientPosition:
+    """Where one connection's client stands: the epoch and the (ms, seq) key of the newest
+    entry it was given or moved past. Its ``event_id`` is what the client resumes from.
+
+    Mutable, one per connection, changed only by that connection's event stream."""
+
+    __slots__ = ("epoch", "key")
+
+    def __init__(self, epoch: str, key: tuple[int, int] = (0, 0)) -> None:
+        self.epoch = epoch
+        self.key = key
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.epoch}-{self.key[0]}-{self.key[1]}"
+
+    @property
+    def known(self) -> bool:
+        """False before the client was given anything (key 0-0)."""
+        return self.key != (0, 0)
+
+    def __repr__(self) -> str:
+        return f"ClientPosition({self.event_id})"
+
+
 def parse_event_id(text: str) -> Position | None:
     """The position in an event id, or None when ``text`` is not one of ours."""
     match = _EVENT_ID.fullmatch(text.strip())

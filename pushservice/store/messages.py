@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import redis
 
+from ..engine.position import Position, parse_stream_id
 from ..message import Message
-from ..position import Position, parse_stream_id
 from ..settings import Settings
-from ..sse import encode_message_frame
 from .client import Keys, RedisConnections, translate_errors
 
 log = logging.getLogger(__name__)
@@ -128,16 +127,19 @@ class Published:
 
 
 class Entry:
-    """One stream entry as the reader and replay see it."""
+    """One stream entry as the reader and replay see it.
+
+    ``named_frame`` and ``plain_frame`` are left empty here: the engine encodes each SSE
+    frame once per entry and keeps it on the entry for every subscriber (sse.py)."""
 
     __slots__ = (
-        "_named_frame",
-        "_plain_frame",
         "body",
         "epoch",
         "event_id",
         "expires_at_ms",
         "ms",
+        "named_frame",
+        "plain_frame",
         "seq",
         "topics",
         "type",
@@ -153,31 +155,16 @@ class Entry:
         self.type = type_
         self.body = body
         self.expires_at_ms = expires_at_ms
-        # Frames are encoded lazily, once per entry, and shared by every subscriber.
-        self._named_frame: bytes | None = None
-        self._plain_frame: bytes | None = None
+        self.named_frame: bytes | None = None
+        self.plain_frame: bytes | None = None
 
     def expired(self, now_ms: float) -> bool:
         """Past the message's TTL: neither delivered nor replayed."""
         return bool(self.expires_at_ms) and self.expires_at_ms < now_ms
 
-    def frame(self, named: bool) -> bytes:
-        """The SSE frame of this entry, with or without the ``event:`` field."""
-        if named:
-            if self._named_frame is None:
-                self._named_frame = encode_message_frame(self.event_id, self.type, self.body)
-            return self._named_frame
-        if self._plain_frame is None:
-            self._plain_frame = encode_message_frame(self.event_id, None, self.body)
-        return self._plain_frame
-
     @property
     def key(self) -> tuple[int, int]:
         return (self.ms, self.seq)
-
-    @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.ms, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +207,9 @@ def parse_stream_info(epoch: str | None, reply) -> StreamInfo:
     )
 
 
-class Store:
-    """The message stream of one process."""
+class MessageStore:
+    """The message stream (the Redis Stream every message goes through), for one
+    process."""
 
     def __init__(self, settings: Settings, connections: RedisConnections | None = None) -> None:
         self.settings = settings

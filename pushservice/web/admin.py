@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..auth import admin_only
-from ..service import current_service
+from .extension import push_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # Every view here needs a token with the admin role (401/403 otherwise).
@@ -15,4 +15,4 @@ bp.before_request(admin_only)
 @bp.get("/instances")
 def instances():
     """Every instance that keeps its registration alive, with its address and health URL."""
-    return jsonify({"instances": current_service().registry.instances()})
+    return jsonify({"instances": push_service().registry.instances()})

@@ -49,6 +49,24 @@ def encode_json_frame(payload: object, event: str | None = None,
                         retry_ms=retry_ms)
 
 
+HEARTBEAT_COMMENT = b": heartbeat\n\n"
+
+
+def message_frame(entry, named: bool) -> bytes:
+    """The frame of a stream entry, with or without the ``event:`` field: encoded once
+    per entry and kept on it, so that every subscriber shares the same bytes."""
+    if named:
+        frame = entry.named_frame
+        if frame is None:
+            frame = entry.named_frame = encode_message_frame(entry.event_id, entry.type,
+                                                             entry.body)
+        return frame
+    frame = entry.plain_frame
+    if frame is None:
+        frame = entry.plain_frame = encode_message_frame(entry.event_id, None, entry.body)
+    return frame
+
+
 def encode_message_frame(event_id: str, event: str | None, body: bytes) -> bytes:
     """The hot-path frame for a stored message.
 
@@ -65,11 +83,6 @@ def encode_message_frame(event_id: str, event: str | None, body: bytes) -> bytes
 def _comment_lines(text: str) -> str:
     """``text`` as comment lines; a line break in it cannot start a field."""
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text))
-
-
-def encode_comment(text: str = "") -> bytes:
-    """A comment line (invisible to EventSource), used as a heartbeat."""
-    return (_comment_lines(text) + "\n").encode("utf-8")
 
 
 def encode_retry(milliseconds: int) -> bytes:

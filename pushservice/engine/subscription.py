@@ -16,12 +16,14 @@ from gevent.hub import Waiter, get_hub
 from gevent.queue import Empty, Full
 from gevent.timeout import Timeout
 
+from .position import ClientPosition
+
 
 class Mailbox:
     """A bounded gevent queue with a single consumer.
 
     ``put_nowait`` never blocks (Full beyond ``maxsize``); the consumer blocks its
-    greenlet in ``get`` or ``take_all`` until something arrives (Empty after
+    greenlet in ``take_all`` until something arrives (Empty after
     ``timeout`` seconds; None waits for ever). ``take_all`` hands over everything
     waiting in one list swap. A list and, while the consumer waits, one gevent Waiter
     that the hub switches to: a few hundred bytes where gevent's Queue costs kilobytes
@@ -35,23 +37,11 @@ class Mailbox:
         self.queue: list[Any] = []  # waiting items, oldest first
         self._waiter: Waiter | None = None
 
-    def qsize(self) -> int:
-        return len(self.queue)
-
     def put_nowait(self, item: Any) -> None:
         if len(self.queue) >= self.maxsize:
             raise Full
         self.queue.append(item)
         self._wake()
-
-    def get_nowait(self) -> Any:
-        if not self.queue:
-            raise Empty
-        return self.queue.pop(0)
-
-    def get(self, timeout: float | None = None) -> Any:
-        self._wait(timeout)
-        return self.queue.pop(0)
 
     def take_all(self, timeout: float | None = None) -> list[Any]:
         """Everything waiting, oldest first, once at least one item is there."""
@@ -119,8 +109,9 @@ class Subscription:
     """A live connection's routing state.
 
     ``topics`` is what it subscribes to (broadcasts always reach it). ``named`` says
-    whether its frames carry the ``event:`` field. ``closing`` holds the reason once the
-    connection has been told to end, with ``close_detail`` for the client.
+    whether its frames carry the ``event:`` field. ``position`` is where its client
+    stands in the stream (set when it is registered with the hub). ``closing`` holds the
+    reason once the connection has been told to end, with ``close_detail`` for the client.
     """
 
     __slots__ = (
@@ -130,8 +121,8 @@ class Subscription:
         "frames_sent",
         "id",
         "kind",
-        "last_key",
         "named",
+        "position",
         "queue",
         "topics",
         "user",
@@ -149,8 +140,7 @@ class Subscription:
         self.user = user
         self.connected_at = time.time()
         self.frames_sent = 0
-        # (ms, seq) of the newest stream entry this client has been given or skipped.
-        self.last_key: tuple[int, int] = (0, 0)
+        self.position = ClientPosition("0")
 
     def offer(self, item: Any) -> bool:
         """Queue ``item`` without blocking. A full queue closes the subscription as a slow

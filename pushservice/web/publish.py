@@ -23,8 +23,8 @@ from ..errors import (
     ValidationError,
 )
 from ..message import MAX_PROBLEMS, Message, Problems, printable
-from ..service import PushService, current_service
 from ..store import Published
+from .extension import PushService, push_service
 
 bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
 
@@ -42,7 +42,7 @@ def broadcast():
 
 
 def _publish_one(endpoint: str, broadcast: bool) -> Response:
-    service = current_service()
+    service = push_service()
     principal = _publisher()
     message = service.messages.build(_json_body(), broadcast=broadcast)
     _admit(service, principal, [message], broadcast=broadcast)
@@ -57,7 +57,7 @@ def batch():
 
     The body is ``{"messages": [...]}`` (a bare JSON array is accepted too).
     """
-    service = current_service()
+    service = push_service()
     principal = _publisher()
     body = _json_body()
     items = body.get("messages") if isinstance(body, dict) else body
@@ -111,7 +111,7 @@ def count_refusals(response: Response) -> Response:
             code = orjson.loads(response.get_data())["error"]["code"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             code = str(response.status_code)
-        current_service().metrics.messages_failed.labels(code).inc()
+        push_service().metrics.messages_failed.labels(code).inc()
     return response
 
 
@@ -151,7 +151,7 @@ def _json_body() -> Any:
         raise UnsupportedMediaTypeError(
             "JSON is UTF-8: send Content-Type: application/json without another charset.",
             details={"charset": printable(charset)})
-    limit = current_service().settings.max_request_bytes
+    limit = push_service().settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         _body_too_large(limit)
     raw = request.get_data(cache=False)

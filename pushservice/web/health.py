@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 
 from .. import __version__
 from ..errors import StoreUnavailableError
-from ..service import current_service
+from .extension import push_service
 
 bp = Blueprint("health", __name__)
 
@@ -17,33 +17,33 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health():
     """200 when Redis answers and this worker's reader has read recently, else 503."""
-    service = current_service()
+    service = push_service()
     service.start()
-    hub = service.hub
     checks = {}
     try:
         checks["redis"] = {"ok": True, "latency_ms": round(service.store.ping() * 1000, 2)}
     except StoreUnavailableError as exc:
         checks["redis"] = {"ok": False, "error": exc.message}
+    reader = service.reader.status()
     now = time.time()
-    since_read = None if hub.last_read_ok is None else now - hub.last_read_ok
+    since_read = None if reader.last_read_ok is None else now - reader.last_read_ok
     # A healthy reader completes a blocking read at least every READER_BLOCK_MS.
     reader_deadline = service.settings.reader_block_ms / 1000 * 2 + 3
-    alive = hub.reader_alive()
     checks["reader"] = {
-        "ok": alive and since_read is not None and since_read <= reader_deadline,
-        "alive": alive,
+        "ok": reader.alive and since_read is not None and since_read <= reader_deadline,
+        "alive": reader.alive,
         "seconds_since_last_read": None if since_read is None else round(since_read, 3),
-        "lag_seconds": round(hub.lag_seconds, 3),
-        "last_error": hub.last_error,
-        "position": hub.position.event_id,
+        "lag_seconds": round(reader.lag_seconds, 3),
+        "last_error": reader.last_error,
+        "position": service.hub.position.event_id,
     }
     ok = all(check["ok"] for check in checks.values())
     body = {
         "status": "ok" if ok else "unavailable",
         "version": __version__,
         "pid": os.getpid(),
-        "connections": {"worker": hub.connection_count(), "instance": service.budget.total()},
+        "connections": {"worker": service.hub.connection_count(),
+                        "instance": service.streams.budget.total()},
         "checks": checks,
     }
     response = jsonify(body)

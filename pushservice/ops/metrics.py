@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import random
+from collections.abc import Callable
 
 import gevent
 from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
 
-from .errors import ForbiddenError
-from .hub import Hub
-from .settings import Settings
-from .stats import LATENCY_BUCKETS, DeltaTracker
+from ..background import spawn_forever
+from ..engine.hub import Hub
+from ..engine.reader import Reader
+from ..engine.stats import LATENCY_BUCKETS, DeltaTracker, WorkerStats
+from ..errors import ForbiddenError
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,6 @@ class PushMetrics:
         self._deltas = DeltaTracker()
         self._lost_deltas = DeltaTracker()
         self._flusher: gevent.Greenlet | None = None
-        self._pid: int | None = None
 
     # -- binding ------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class PushMetrics:
 
     def _check_access(self) -> None:
         if self.settings.metrics_require_admin:
-            from .auth import admin_only
+            from ..auth import admin_only
 
             admin_only()
         networks = self.settings.metrics_allowed_networks
@@ -131,23 +132,18 @@ class PushMetrics:
 
     # -- flushing -----------------------------------------------------------------------
 
-    def start(self, hub: Hub, stream_length=lambda: None) -> None:
-        """Copy the worker's counters into Prometheus every second. Idempotent."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._flusher = gevent.spawn(self._flush_forever, hub, stream_length)
+    def start(self, stats: WorkerStats, hub: Hub, reader: Reader,
+              stream_length: Callable[[], int | None] = lambda: None) -> None:
+        """Copy the worker's figures into Prometheus every second. Idempotent."""
+        if self._flusher is None:
+            def flush() -> float:
+                self.flush(stats, hub, reader, stream_length())
+                return FLUSH_SECONDS
 
-    def _flush_forever(self, hub: Hub, stream_length) -> None:
-        while True:
-            gevent.sleep(FLUSH_SECONDS)
-            try:
-                self.flush(hub, stream_length())
-            except Exception:
-                log.exception("metrics flush failed")
+            self._flusher = spawn_forever(flush, name="metrics flush")
 
-    def flush(self, hub: Hub, stream_length: int | None = None) -> None:
-        stats = hub.stats
+    def flush(self, stats: WorkerStats, hub: Hub, reader: Reader,
+              stream_length: int | None = None) -> None:
         for name, delta in self._deltas.since_last(stats.counters()).items():
             attribute = _COUNTER_MAP.get(name)
             if attribute is not None and delta > 0:
@@ -160,8 +156,9 @@ class PushMetrics:
         for seconds in observations:
             self.duration.observe(seconds)
         self.connections.set(hub.connection_count())
-        self.reader_lag.set(hub.lag_seconds)
-        self.reader_up.set(1 if hub.reader_alive() and hub.last_error is None else 0)
+        status = reader.status()
+        self.reader_lag.set(status.lag_seconds)
+        self.reader_up.set(1 if status.alive and status.last_error is None else 0)
         if stream_length is not None:
             self.stream_length.set(stream_length)
 
@@ -169,4 +166,3 @@ class PushMetrics:
         if self._flusher is not None:
             self._flusher.kill(block=True, timeout=2)
             self._flusher = None
-        self._pid = None

@@ -12,22 +12,23 @@ import gevent
 import pytest
 from gevent.event import Event as GeventEvent
 
-from pushservice import streaming
-from pushservice.errors import StoreUnavailableError
-from pushservice.hub import Hub
-from pushservice.position import Position, parse_event_id
-from pushservice.store import Entry, StreamInfo
-from pushservice.store.streams import parse_stream_info
-from pushservice.streaming import (
+from pushservice.engine import event_stream
+from pushservice.engine.event_stream import (
     REPLAY_CONTINUE_RETRY_MS,
     WRITE_CHUNK_BYTES,
     ClientTooSlowError,
+    EventStream,
     ResumePlan,
-    StreamSession,
-    matches,
+    StreamContext,
     plan_resume,
 )
-from pushservice.subscription import CloseReason, Heartbeat, Subscription
+from pushservice.engine.hub import Hub
+from pushservice.engine.position import Position, parse_event_id
+from pushservice.engine.stats import WorkerStats
+from pushservice.engine.subscription import CloseReason, Heartbeat, Subscription
+from pushservice.errors import StoreUnavailableError
+from pushservice.store import Entry, StreamInfo
+from pushservice.store.messages import parse_stream_info
 from tests.support import redis_replies
 
 EP = "ep1"
@@ -214,17 +215,11 @@ def test_store_unavailable_while_planning_propagates():
         plan_resume(event_id(5), down)
 
 
-def test_matches():
-    assert matches(("user:u1", "service:svc"), frozenset({"service:svc"}))
-    assert matches(("*",), frozenset({"news"}))
-    assert not matches(("user:u2",), frozenset({"user:u1"}))
-
-
-# -- sessions ---------------------------------------------------------------------------
+# -- event streams ----------------------------------------------------------------------
 
 
 class FakeStore:
-    """The part of Store a session uses: read_range over a list of entries."""
+    """The part of the message store an event stream uses: read_range over a list."""
 
     def __init__(self, entries=()) -> None:
         self.entries = sorted(entries, key=lambda e: e.key)
@@ -244,13 +239,13 @@ class FakeStore:
 
 
 class Client:
-    """Reads a session's body the way the WSGI server does, one chunk per call, and parses
+    """Reads an event stream the way the WSGI server does, one chunk per call, and parses
     it; a call that would block fails the test instead of hanging it."""
 
-    def __init__(self, session: StreamSession, parse, last_event_id: str = "") -> None:
-        self.session = session
+    def __init__(self, stream: EventStream, parse, last_event_id: str = "") -> None:
+        self.stream = stream
         self.parse = parse
-        self.body = iter(session)
+        self.body = iter(stream)
         self.raw = b""
         self.last_event_id = last_event_id
 
@@ -282,24 +277,37 @@ class Client:
 
 @pytest.fixture
 def open_stream(settings, sse):
-    sessions: list[StreamSession] = []
+    """Opens an event stream as web/streams.py does (registered with a hub first), on a
+    FakeStore; ``hub_at`` is the entry the hub has routed up to."""
+    streams: list[EventStream] = []
 
     def open_(plan: ResumePlan | None = None, topics=("user:u1",), entries=(),
               hub_at: int | None = None, settings=settings, named: bool = True,
-              queue_size: int = 100, last_event_id: str = "", **options) -> Client:
+              queue_size: int = 100, last_event_id: str = "", on_close=None,
+              **options) -> Client:
         store = FakeStore(entries)
-        hub = Hub(settings, store)
-        hub.epoch = EP
-        hub.last_key = key(hub_at) if hub_at is not None else (0, 0)
+        stats = WorkerStats()
+        hub = Hub(settings, stats)
+        hub.move_to(Position(EP, *(key(hub_at) if hub_at is not None else (0, 0))))
         subscription = Subscription(tuple(topics), queue_size, named=named)
-        session = StreamSession(hub, subscription, plan or ResumePlan(None),
-                                **options)
-        sessions.append(session)
-        return Client(session, sse, last_event_id)
+        start = hub.register(subscription)
+
+        def closed(stream: EventStream) -> None:
+            hub.unregister(stream.subscription)
+            if on_close is not None:
+                on_close(stream)
+
+        context = StreamContext(settings, store, stats, closed)
+        stream = EventStream(context, subscription, start, plan or ResumePlan(None),
+                             **options)
+        streams.append(stream)
+        client = Client(stream, sse, last_event_id)
+        client.hub, client.store, client.stats = hub, store, stats
+        return client
 
     yield open_
-    for session in sessions:
-        session.close()
+    for stream in streams:
+        stream.close()
 
 
 def test_greeting_sets_the_retry_and_says_connected_with_a_resumable_id(open_stream,
@@ -314,24 +322,17 @@ def test_greeting_sets_the_retry_and_says_connected_with_a_resumable_id(open_str
     assert connected.type == "connected"
     assert connected.last_event_id == event_id(7)
     greeting = json.loads(connected.data)
-    assert greeting["connection_id"] == client.session.subscription.id
+    assert greeting["connection_id"] == client.stream.subscription.id
     assert greeting["topics"] == ["user:u1", "session:s1"]
     assert greeting["heartbeat_interval"] == settings.heartbeat_interval
     assert greeting["last_event_id"] == event_id(7)
-
-
-def test_session_registers_its_subscription_with_the_hub(open_stream):
-    client = open_stream()
-
-    hub = client.session.hub
-    assert hub.subscriptions == {client.session.subscription.id: client.session.subscription}
 
 
 def test_live_entries_arrive_as_named_frames(open_stream):
     client = open_stream(hub_at=0)
     client.next()
 
-    client.session.hub.route([entry(1), entry(2, "user:u2"), entry(3, "*")])
+    client.hub.route([entry(1), entry(2, "user:u2"), entry(3, "*")])
     client.next()
 
     frames = client.events("progress")
@@ -343,7 +344,7 @@ def test_unnamed_streams_get_message_events(open_stream):
     client = open_stream(hub_at=0, named=False)
     client.next()
 
-    client.session.hub.route([entry(1)])
+    client.hub.route([entry(1)])
     client.next()
 
     assert [e.type for e in client.parsed.events] == ["connected", "message"]
@@ -352,7 +353,7 @@ def test_unnamed_streams_get_message_events(open_stream):
 def test_waiting_live_entries_are_written_in_one_chunk(open_stream):
     client = open_stream(hub_at=0)
     client.next()
-    client.session.hub.route([entry(n) for n in range(1, 6)])
+    client.hub.route([entry(n) for n in range(1, 6)])
 
     chunk = client.next()
 
@@ -363,7 +364,7 @@ def test_waiting_live_entries_are_written_in_one_chunk(open_stream):
 def test_live_entries_already_covered_are_not_sent_again(open_stream):
     client = open_stream(hub_at=5)
     client.next()
-    subscription = client.session.subscription
+    subscription = client.stream.subscription
     # Entries at or before the position the client was given are not new to it.
     subscription.offer(entry(4))
     subscription.offer(entry(5))
@@ -380,8 +381,8 @@ def test_replay_then_live_without_duplicates_at_the_seam(open_stream):
     client = open_stream(plan=ResumePlan(key(2)), entries=stored, hub_at=4,
                          last_event_id=event_id(2))
     # While the replay runs, the reader routes 5..8 (already in the stream) and then 9.
-    client.session.hub.route(stored[4:])
-    client.session.hub.route([entry(9)])
+    client.hub.route(stored[4:])
+    client.hub.route([entry(9)])
 
     client.next()  # greeting
     assert client.events("connected")[0].last_event_id == event_id(2)
@@ -406,11 +407,11 @@ def test_replay_sends_only_what_the_connection_subscribes_to(open_stream):
     assert client.numbers() == [1, 3, 5]
     # The id moves past the entries it was not sent, so a reconnect does not re-read them.
     assert client.parsed.last_event_id == event_id(6)
-    assert client.session.subscription.last_key == key(6)
+    assert client.stream.subscription.position.key == key(6)
 
 
 def test_replay_reads_page_by_page(open_stream, monkeypatch):
-    monkeypatch.setattr(streaming, "REPLAY_PAGE", 2)
+    monkeypatch.setattr(event_stream, "REPLAY_PAGE", 2)
     client = open_stream(plan=ResumePlan((0, 0)), entries=[entry(n) for n in range(1, 6)])
 
     client.next()
@@ -418,7 +419,7 @@ def test_replay_reads_page_by_page(open_stream, monkeypatch):
         client.next()
 
     assert client.numbers() == [1, 2, 3, 4, 5]
-    assert client.session.store.reads == 3
+    assert client.store.reads == 3
 
 
 def test_replay_cap_closes_with_replay_limit_and_resuming_continues(open_stream, settings):
@@ -444,7 +445,7 @@ def test_replay_cap_closes_with_replay_limit_and_resuming_continues(open_stream,
 def test_heartbeat_moves_the_position_only_when_it_advanced(open_stream):
     client = open_stream(hub_at=5)
     client.next()
-    subscription = client.session.subscription
+    subscription = client.stream.subscription
 
     subscription.offer(Heartbeat(Position(EP, *key(5))))
     first = client.next()
@@ -456,14 +457,14 @@ def test_heartbeat_moves_the_position_only_when_it_advanced(open_stream):
     assert parsed.events == []
     assert parsed.blocks[0].comments == ["heartbeat"]
     assert parsed.last_event_id == event_id(9)
-    assert subscription.last_key == key(9)
+    assert subscription.position.key == key(9)
 
 
 def test_heartbeat_of_another_epoch_does_not_move_the_position(open_stream):
     client = open_stream(hub_at=5)
     client.next()
 
-    client.session.subscription.offer(Heartbeat(Position("other", *key(9))))
+    client.stream.subscription.offer(Heartbeat(Position("other", *key(9))))
 
     assert client.next() == b": heartbeat\n\n"
 
@@ -471,7 +472,7 @@ def test_heartbeat_of_another_epoch_does_not_move_the_position(open_stream):
 def test_heartbeat_events_when_asked_for(open_stream):
     client = open_stream(hub_at=5, heartbeat_events=True)
     client.next()
-    subscription = client.session.subscription
+    subscription = client.stream.subscription
 
     subscription.offer(Heartbeat(Position(EP, *key(5))))
     subscription.offer(Heartbeat(Position(EP, *key(8))))
@@ -489,7 +490,7 @@ def test_close_sends_a_closing_frame_and_ends_the_stream(open_stream):
     client = open_stream(hub_at=1)
     client.next()
 
-    client.session.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
+    client.stream.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
     client.rest()
 
     (closing,) = client.events("closing")
@@ -511,7 +512,7 @@ def test_a_client_that_hangs_up_ends_its_stream_without_a_final_frame(open_strea
     reader.join(timeout=2)
 
     assert reader.dead and reader.value == []
-    assert client.session.subscription.closing == CloseReason.CLIENT_GONE
+    assert client.stream.subscription.closing == CloseReason.CLIENT_GONE
 
 
 def test_bytes_from_the_client_do_not_end_its_stream(open_stream, socket_pair):
@@ -523,32 +524,32 @@ def test_bytes_from_the_client_do_not_end_its_stream(open_stream, socket_pair):
     peer.close()  # the watch stopped at the bytes, so this goes unnoticed until a write
     gevent.sleep(0.05)
 
-    assert client.session.subscription.closing is None
-    client.session.hub.route([entry(2)])
+    assert client.stream.subscription.closing is None
+    client.hub.route([entry(2)])
     client.next()
     assert client.numbers() == [2]
 
 
-def test_a_closed_session_stops_watching_its_client(open_stream, socket_pair):
+def test_a_closed_stream_stops_watching_its_client(open_stream, socket_pair):
     server, peer = socket_pair
     client = open_stream(hub_at=1, client_fd=server.fileno())
-    client.session.close()
+    client.stream.close()
     peer.close()
     gevent.sleep(0.05)
 
-    assert client.session.subscription.closing is None
+    assert client.stream.subscription.closing is None
 
 
 def test_closing_during_a_replay_stops_it_where_the_client_can_resume(open_stream,
                                                                       monkeypatch):
-    monkeypatch.setattr(streaming, "REPLAY_PAGE", 2)
+    monkeypatch.setattr(event_stream, "REPLAY_PAGE", 2)
     stored = [entry(n) for n in range(1, 9)]
     # The hub had routed everything when the stream opened: a complete replay would
     # move the client to 8, but this one is cut short after its first page.
     client = open_stream(plan=ResumePlan((0, 0)), entries=stored, hub_at=8)
     client.next()  # greeting
     client.next()  # first page
-    client.session.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
+    client.stream.subscription.close(CloseReason.KICKED, {"retry_ms": 500})
     client.rest()
 
     assert client.numbers() == [1, 2]
@@ -565,7 +566,7 @@ def test_closing_frame_without_a_retry_hint_uses_sse_retry_ms(open_stream, setti
     client = open_stream(hub_at=1)
     client.next()
 
-    client.session.subscription.close(CloseReason.SHUTDOWN)
+    client.stream.subscription.close(CloseReason.SHUTDOWN)
     client.rest()
 
     (closing,) = client.events("closing")
@@ -580,7 +581,7 @@ def test_close_wakes_a_stream_waiting_for_messages(open_stream):
     gevent.idle()  # the reader now waits on its empty queue
     assert not reader.ready()
 
-    client.session.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
+    client.stream.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
 
     reader.join(timeout=2)
     assert reader.successful()
@@ -591,13 +592,13 @@ def test_slow_consumer_is_closed_instead_of_queueing_without_bound(open_stream):
     client = open_stream(hub_at=0, queue_size=3)
     client.next()
 
-    client.session.hub.route([entry(n) for n in range(1, 10)])
+    client.hub.route([entry(n) for n in range(1, 10)])
     client.rest()
 
     closing = json.loads(client.events("closing")[0].data)
     assert closing["reason"] == CloseReason.SLOW_CONSUMER
     assert closing["queue_size"] == 3
-    assert client.session.hub.stats.slow_consumers == 1
+    assert client.stats.slow_consumers == 1
 
 
 def test_expired_token_ends_the_stream(open_stream):
@@ -613,7 +614,7 @@ def test_a_stream_whose_token_is_still_valid_delivers(open_stream):
     client = open_stream(hub_at=0, expires_at=time.time() + 3600)
     client.next()
 
-    client.session.hub.route([entry(1)])
+    client.hub.route([entry(1)])
     client.next()
 
     assert client.numbers() == [1]
@@ -621,7 +622,7 @@ def test_a_stream_whose_token_is_still_valid_delivers(open_stream):
 
 def test_no_message_is_delivered_after_the_token_expired(open_stream):
     client = open_stream(hub_at=0, expires_at=time.time() - 1)
-    client.session.hub.route([entry(1)])
+    client.hub.route([entry(1)])
 
     client.rest()
 
@@ -661,7 +662,7 @@ def test_history_lost_is_told_once_even_when_nothing_is_left_to_replay(open_stre
     plan = plan_resume(stale, store.stream_info)
     client = open_stream(plan=plan, last_event_id=stale)
     client.next()
-    client.session.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
+    client.stream.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
     client.rest()
     assert [e.type for e in client.parsed.events] == ["connected", "history-lost", "closing"]
 
@@ -675,7 +676,7 @@ def test_epoch_change_while_live_is_told_before_the_new_entries(open_stream):
     client = open_stream(hub_at=3)
     client.next()
 
-    client.session.hub.route([entry(1, epoch="ep2"), entry(2, epoch="ep2")])
+    client.hub.route([entry(1, epoch="ep2"), entry(2, epoch="ep2")])
     client.next()
 
     events = client.parsed.events
@@ -689,7 +690,7 @@ def test_epoch_change_while_live_is_told_before_the_new_entries(open_stream):
 def test_redis_failure_during_replay_ends_the_stream_with_a_reason(open_stream, settings):
     client = open_stream(plan=ResumePlan((0, 0)), entries=[entry(1)])
     client.next()
-    client.session.store.fail = True
+    client.store.fail = True
 
     client.rest()
 
@@ -698,29 +699,29 @@ def test_redis_failure_during_replay_ends_the_stream_with_a_reason(open_stream, 
                                         "retry_ms": settings.sse_retry_ms}
 
 
-def test_closing_the_session_unregisters_and_releases_once(open_stream):
+def test_closing_the_stream_unregisters_and_releases_once(open_stream):
     released = []
     client = open_stream(hub_at=1, on_close=released.append)
     client.next()
-    session = client.session
+    stream = client.stream
 
-    session.close()
-    session.close()
+    stream.close()
+    stream.close()
 
-    assert released == [session]
-    assert session.hub.connection_count() == 0
+    assert released == [stream]
+    assert client.hub.connection_count() == 0
     with pytest.raises(StopIteration):
         next(client.body)
 
 
-def test_a_session_never_iterated_still_unregisters_when_closed(open_stream):
+def test_a_stream_never_iterated_still_unregisters_when_closed(open_stream):
     released = []
     client = open_stream(on_close=released.append)
 
-    client.session.close()
+    client.stream.close()
 
-    assert released == [client.session]
-    assert client.session.hub.connection_count() == 0
+    assert released == [client.stream]
+    assert client.hub.connection_count() == 0
 
 
 def test_a_client_that_stops_reading_is_cut_off(open_stream, settings):
@@ -737,7 +738,7 @@ def test_a_client_that_stops_reading_is_cut_off(open_stream, settings):
 def test_a_client_that_stops_reading_live_frames_is_cut_off(open_stream, settings):
     client = open_stream(hub_at=1, settings=settings.replace(write_timeout_seconds=0.05))
     client.next()  # the greeting went out
-    client.session.hub.route([entry(2)])
+    client.hub.route([entry(2)])
     client.next()  # the server now waits for this live chunk to be written
 
     with pytest.raises(ClientTooSlowError):
@@ -748,13 +749,13 @@ def test_a_live_write_that_completes_in_time_is_not_cut_off(open_stream, setting
     client = open_stream(hub_at=1, settings=settings.replace(write_timeout_seconds=0.05))
     client.next()
     for n in range(2, 5):
-        client.session.hub.route([entry(n)])
+        client.hub.route([entry(n)])
         client.next()
     # As a server does once a write completed: ask for the next chunk, which waits for a
     # frame for several deadlines' worth of time.
     waiting = gevent.spawn(client.next)
     gevent.sleep(0.2)
-    client.session.hub.route([entry(5)])
+    client.hub.route([entry(5)])
     waiting.join(2)
 
     assert waiting.successful(), waiting.exception
@@ -767,10 +768,10 @@ def test_a_backlog_goes_out_in_bounded_writes_in_order(open_stream):
     padding = b"x" * 3000
     big = [Entry(T0 + n, 0, EP, ("user:u1",), "progress", b'{"n":%d,"p":"%s"}' % (n, padding),
                  0) for n in range(1, 201)]
-    client.session.hub.route(big)
+    client.hub.route(big)
 
     chunks = [client.next() for _ in range(10)]
 
     assert all(len(chunk) < WRITE_CHUNK_BYTES + 4000 for chunk in chunks)
     assert client.numbers() == list(range(1, 201))
-    assert client.session.subscription.queue.qsize() == 0
+    assert client.stream.subscription.queue.queue == []

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from ..auth import authenticate, token_from_request
-from ..service import current_service
+from .extension import push_service
 
 bp = Blueprint("cookie", __name__, url_prefix="/api/v1/auth")
 
@@ -25,7 +25,7 @@ COOKIE_PATH = "/sse/"
 def set_cookie():
     """Set the auth cookie to the request's bearer token (401 when it does not verify)."""
     principal = authenticate()
-    service = current_service()
+    service = push_service()
     response = Response(status=204)
     if principal.expires_at is None:  # authentication is disabled: nothing to keep
         return response
@@ -39,7 +39,7 @@ def set_cookie():
 def clear_cookie():
     """Remove the auth cookie (sign-out). Needs no token."""
     response = Response(status=204)
-    response.delete_cookie(current_service().auth.cookie_name, **_cookie_options())
+    response.delete_cookie(push_service().auth.cookie_name, **_cookie_options())
     return response
 
 

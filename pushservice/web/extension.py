@@ -1,5 +1,4 @@
-"""The Flask extension that owns one app's store, hub, registry, metrics, authentication
-and limits.
+"""The Flask extension: builds and owns one app's parts, and starts them in the worker.
 
 Created without an app and bound with ``init_app(app)``; its state lives in
 ``app.extensions["pushservice"]``. Nothing here opens a socket or starts a greenlet at
@@ -13,26 +12,31 @@ import gc
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from .auth import Authenticator
-from .capacity import ConnectionBudget
-from .errors import ServiceUnavailableError, StoreUnavailableError
-from .hub import Hub
-from .instances import InstanceRegistration
-from .message import Message, MessageFactory
-from .metrics import PushMetrics
-from .publishing import GroupCommit
-from .registry import ConnectionRegistry
-from .settings import Settings
-from .store import ControlStore, Published, RegistryStore, Store
-from .store.rates import PublishRateLimiter
-from .subscription import CloseReason, Subscription
-
-if TYPE_CHECKING:
-    from .streaming import StreamSession
+from ..auth import Authenticator
+from ..engine.hub import Hub
+from ..engine.publishing import GroupCommit
+from ..engine.reader import Reader
+from ..engine.stats import WorkerStats
+from ..engine.subscription import CloseReason
+from ..errors import StoreUnavailableError
+from ..message import Message, MessageFactory
+from ..ops.capacity import ConnectionBudget
+from ..ops.instances import InstanceRegistration
+from ..ops.metrics import PushMetrics
+from ..ops.registry import ConnectionRegistry
+from ..settings import Settings
+from ..store import (
+    ConnectionRecords,
+    ControlStore,
+    DeploymentRecords,
+    MessageStore,
+    Published,
+)
+from ..store.rates import PublishRateLimiter
+from .streams import Streams
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,7 @@ class PushService:
 
     def __init__(self, settings: Settings | None = None, app: Flask | None = None) -> None:
         self.settings = settings
-        self.store: Store | None = None
-        self.hub: Hub | None = None
-        self.messages: MessageFactory | None = None
-        self.budget: ConnectionBudget | None = None
-        self.registry: ConnectionRegistry | None = None
-        self.registration: InstanceRegistration | None = None
-        self.metrics: PushMetrics | None = None
-        self.group_commit: GroupCommit | None = None
-        self.auth: Authenticator | None = None
-        self.rates: PublishRateLimiter | None = None
+        self.store: MessageStore | None = None
         if app is not None:
             self.init_app(app)
 
@@ -78,40 +73,48 @@ class PushService:
         if not settings.enable_auth:
             log.warning("authentication is disabled (ENABLE_AUTH=false): every endpoint is "
                         "open to anyone who can reach it")
-        self.store = Store(settings)
-        keys = self.store.keys
-        registry_store = RegistryStore(self.store.connections, keys)
-        self.hub = Hub(settings, self.store)
+        self.stats = WorkerStats()
+        self.store = MessageStore(settings)
+        redis, keys = self.store.connections, self.store.keys
+        deployment = DeploymentRecords(redis, keys)
+        self.hub = Hub(settings, self.stats)
+        self.reader = Reader(settings, self.store, self.hub, self.stats)
+        self.registry = ConnectionRegistry(
+            settings, self.hub, self.reader, self.stats, self.store,
+            ConnectionRecords(redis, keys), deployment, ControlStore(redis, keys))
+        self.streams = Streams(settings, self.store, self.hub, self.reader, self.registry,
+                               ConnectionBudget(settings.max_connections), self.stats)
         self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes,
                                        max_name_length=settings.max_name_length,
                                        max_topics=settings.max_topics_per_message)
-        self.budget = ConnectionBudget(settings.max_connections)
-        self.registry = ConnectionRegistry(settings, self.hub, registry_store,
-                                           ControlStore(self.store.connections, keys))
-        self.registration = InstanceRegistration(settings, registry_store)
+        self.registration = InstanceRegistration(settings, deployment)
         self.metrics = PushMetrics(settings)
-        self.group_commit = GroupCommit(self.store.publish)
         self.metrics.init_app(app)
-        self.rates = PublishRateLimiter(settings, self.store.connections, keys)
+        self.group_commit = GroupCommit(self.store.publish)
+        self.rates = PublishRateLimiter(settings, redis, keys)
+        self._started_in: int | None = None
         app.extensions[EXTENSION_KEY] = self
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start this worker's greenlets (after fork). Idempotent."""
-        if self.hub.started:
+        """Start this worker's greenlets (after fork). Idempotent per process."""
+        if self._started_in == os.getpid():
             return
+        self._started_in = os.getpid()
         log.info("worker %s starts its reader on %s", os.getpid(),
                  self.settings.redis_url_redacted)
         _tune_garbage_collection()
         self.hub.start()
+        self.reader.start()
         self.registry.start()
         self.registration.start()
-        self.metrics.start(self.hub, lambda: self.registry.stream_length)
+        self.metrics.start(self.stats, self.hub, self.reader,
+                           lambda: self.registry.stream_length)
 
     def use_shared_budget(self, budget: ConnectionBudget) -> None:
         """Count this worker's streams in the instance-wide table (gunicorn hook)."""
-        self.budget = budget
+        self.streams.budget = budget
 
     def shutdown(self, spread_seconds: float):
         """Tell every open stream to reconnect elsewhere, spread over ``spread_seconds``,
@@ -131,37 +134,8 @@ class PushService:
         try:
             return self.group_commit.publish(messages)
         except StoreUnavailableError:
-            self.hub.stats.publish_failed += len(messages)
+            self.stats.publish_failed += len(messages)
             raise
-
-    # -- connections --------------------------------------------------------------------
-
-    def admit(self, subscription: Subscription, remote_addr: str | None = None,
-              user_agent: str | None = None) -> None:
-        """Count a new stream against MAX_CONNECTIONS and MAX_CONNECTIONS_PER_USER.
-
-        Raises ServiceUnavailableError (503) or TooManyRequestsError (429); on success
-        the caller must call ``release(subscription)`` when the stream ends."""
-        if not self.budget.try_acquire():
-            raise ServiceUnavailableError(
-                f"This instance holds its maximum of {self.settings.max_connections} "
-                "connections (MAX_CONNECTIONS); retry later or on another instance.",
-                retry_after=5, code="too_many_connections")
-        try:
-            self.registry.admit(subscription, remote_addr, user_agent)
-        except BaseException:
-            self.budget.release()
-            raise
-
-    def release(self, subscription: Subscription) -> None:
-        """The stream of ``subscription`` ended."""
-        self.budget.release()
-        self.registry.remove(subscription)
-
-    def release_session(self, session: StreamSession) -> None:
-        """A stream session's ``on_close``: a bound method, lighter than a closure on
-        each of thousands of connections."""
-        self.release(session.subscription)
 
 
 def _tune_garbage_collection() -> None:
@@ -174,6 +148,6 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(10_000, 50, 50)
 
 
-def current_service() -> PushService:
+def push_service() -> PushService:
     """The PushService of the current app."""
     return current_app.extensions[EXTENSION_KEY]

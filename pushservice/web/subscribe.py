@@ -11,18 +11,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..auth import Principal, authenticate
-from ..errors import BadRequestError, ServiceUnavailableError
-from ..hangup import client_fd
-from ..message import is_valid_name, printable
-from ..service import current_service
+from ..engine.hangup import client_fd
+from ..engine.topics import is_valid_name, keyed_topic, service_topic, user_topic
+from ..errors import BadRequestError
+from ..message import printable
 from ..settings import FLAG_WORDS
-from ..streaming import StreamSession, plan_resume
-from ..subscription import Subscription
+from .extension import push_service
 
 bp = Blueprint("stream", __name__, url_prefix="/sse")
-
-# How long a new stream waits for a just-started worker's reader to find its position.
-READY_WAIT_SECONDS = 5.0
 
 _STREAM_HEADERS = {
     # no-transform: proxies must not compress or rewrite the stream.
@@ -40,7 +36,7 @@ def stream_channels(channels: str):
         names.extend(name for name in value.split(",") if name)
     if not names:
         raise BadRequestError("Name at least one channel.", code="invalid_channel")
-    limit = current_service().settings.max_channels_per_connection
+    limit = push_service().settings.max_channels_per_connection
     if len(names) > limit:
         _too_many_channels(len(names), limit)
     for name in names:
@@ -53,7 +49,7 @@ def stream_user(user_id: str):
     """The user's own messages (topic ``user:<user_id>``)."""
     principal = authenticate(stream=True)
     _check_name("user_id", user_id)
-    return _open_stream(principal, "user", [f"user:{user_id}"], user=user_id)
+    return _open_stream(principal, "user", [user_topic(user_id)], user=user_id)
 
 
 @bp.get("/service/<service_name>")
@@ -61,11 +57,11 @@ def stream_service(service_name: str):
     """Every message published by ``service_name`` (topic ``service:<name>``)."""
     principal = authenticate(stream=True)
     _check_name("service_name", service_name)
-    return _open_stream(principal, "service", [f"service:{service_name}"], user=None)
+    return _open_stream(principal, "service", [service_topic(service_name)], user=None)
 
 
 def _check_name(what: str, value: str) -> None:
-    longest = current_service().settings.max_name_length
+    longest = push_service().settings.max_name_length
     if not is_valid_name(value, longest):
         raise BadRequestError(
             f"Invalid {what}: use 1-{longest} letters, digits, '_', '-', '.', ':' or '@' "
@@ -93,11 +89,11 @@ def _flag(name: str, default: bool) -> bool:
 
 def _open_stream(principal: Principal, kind: str, topics: list[str],
                  user: str | None) -> Response:
-    service = current_service()
+    service = push_service()
     session_id = request.args.get("session_id")
     if session_id is not None:
         _check_name("session_id", session_id)
-        topics.append(f"session:{session_id}")
+        topics.append(keyed_topic("session", session_id))
     topics = list(dict.fromkeys(topics))
     limit = service.settings.max_channels_per_connection
     if len(topics) > limit:
@@ -108,39 +104,30 @@ def _open_stream(principal: Principal, kind: str, topics: list[str],
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
     service.start()
-    if not service.hub.ready.wait(READY_WAIT_SECONDS):
-        raise ServiceUnavailableError("The worker is not connected to Redis yet.",
-                                      retry_after=2, code="not_ready")
-    plan = plan_resume(last_event_id, service.store.stream_info)
-    subscription = Subscription(
-        tuple(topics), service.settings.connection_queue_size, named=named, kind=kind,
-        user=principal.subject or user)
-    service.admit(subscription, remote_addr=request.remote_addr,
-                  user_agent=printable(request.user_agent.string))
-    session = StreamSession(service.hub, subscription, plan,
-                            heartbeat_events=heartbeat_events,
-                            expires_at=principal.expires_at,
-                            on_close=service.release_session,
-                            client_fd=client_fd(request.environ))
-    response = EventStreamResponse(session, headers=_STREAM_HEADERS, direct_passthrough=True)
+    stream = service.streams.open(
+        topics, kind=kind, user=principal.subject or user, named=named,
+        last_event_id=last_event_id, heartbeat_events=heartbeat_events,
+        expires_at=principal.expires_at, client_fd=client_fd(request.environ),
+        remote_addr=request.remote_addr, user_agent=printable(request.user_agent.string))
+    response = EventStreamResponse(stream, headers=_STREAM_HEADERS, direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     return response
 
 
 class EventStreamResponse(Response):
-    """Hands the session to the server as the WSGI iterable itself.
+    """Hands the event stream to the server as the WSGI iterable itself.
 
     The default response wraps its body in another iterator and keeps itself, its
     headers and the parsed request alive for as long as the stream lasts; a stream
     lasts hours and a worker holds thousands, so let all of that go once the headers
-    are out. The server calls ``session.close()`` when the stream ends.
+    are out. The server calls the stream's ``close()`` when it ends.
     """
 
     def __call__(self, environ, start_response):
         app_iter, status, headers = self.get_wsgi_response(environ)
         start_response(status, headers)
         environ.pop("werkzeug.request", None)
-        if app_iter is not self.response:  # HEAD: no body, so end the session now
+        if app_iter is not self.response:  # HEAD: no body, so end the stream now
             self.close()
         return app_iter
 

@@ -1,11 +1,13 @@
-"""The life of one SSE response: greeting, replay of what was missed, live frames, and a
-final frame that says why the stream ended.
+"""One client's text/event-stream response: greeting, replay of what was missed, live
+frames, and a final frame that says why the stream ended.
 
-Resuming follows the order that cannot lose or double a message at the seam: register
-for live entries first, replay from the client's position up to the newest entry, then
-drop live entries that the replay already covered (they are not newer than the last
-replayed id). When the client's position is no longer kept, a ``history-lost`` event
-says so in-band (browsers cannot read response headers) and names where history resumes.
+Resuming follows the order that cannot lose or double a message at the seam: the
+connection is registered for live entries first (web/streams.py does that before it
+builds the event stream), the replay runs from the client's position up to the newest
+entry, then live entries that the replay already covered are dropped (they are not
+newer than the client's position). When the client's position is no longer kept, a
+``history-lost`` event says so in-band (browsers cannot read response headers) and names
+where history resumes.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ import gevent
 from gevent import Timeout
 from gevent.queue import Empty
 
-from .errors import StoreUnavailableError
+from ..errors import StoreUnavailableError
+from ..settings import Settings
+from ..store import Entry, MessageStore, StreamInfo
 from .hangup import hung_up
-from .hub import Hub
-from .message import BROADCAST_TOPIC
 from .position import Position, parse_event_id
-from .settings import Settings
-from .sse import encode_json_frame, encode_position, encode_retry
-from .store import Entry, Store, StreamInfo
+from .sse import HEARTBEAT_COMMENT, encode_json_frame, encode_position, encode_retry, message_frame
+from .stats import WorkerStats
 from .subscription import WAKE, CloseReason, Heartbeat, Subscription
+from .topics import matches
 
 log = logging.getLogger(__name__)
 
@@ -129,37 +131,43 @@ def _lost(reason: str, last_event_id: str, resumes_from: str) -> dict[str, Any]:
     return {"reason": reason, "last_event_id": last_event_id, "resumes_from": resumes_from}
 
 
-def matches(entry_topics: tuple[str, ...], subscribed: frozenset[str]) -> bool:
-    """Whether an entry routed to ``entry_topics`` reaches a subscriber of ``subscribed``."""
-    return BROADCAST_TOPIC in entry_topics or not subscribed.isdisjoint(entry_topics)
+@dataclass(frozen=True)
+class StreamContext:
+    """What every event stream of a worker shares: one object, so that each of thousands
+    of streams carries a single reference to it. ``on_close(stream)`` runs once when a
+    stream ends (it unregisters and releases the connection)."""
+
+    settings: Settings
+    store: MessageStore
+    stats: WorkerStats
+    on_close: Callable[[EventStream], None]
 
 
-class StreamSession:
-    """The response body of one SSE connection, and its cleanup.
+class EventStream:
+    """The response body of one SSE connection (the WSGI iterable), and its end.
 
-    Registering happens when the session is created (in the view, so that limits and
-    Redis failures are still answered with JSON); ``close()`` always unregisters and
-    releases the connection's budget, whether or not the body was ever iterated.
+    The connection is registered with the hub before it is built; ``start`` is the hub's
+    position at that moment. ``close()`` ends it and calls the context's ``on_close``,
+    whether or not the body was ever iterated. ``client_fd``, when given, is watched for
+    the client hanging up.
     """
 
     __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
-                 "epoch", "expires_at", "heartbeat_events", "hub", "on_close", "plan",
-                 "replayed", "start", "subscription")
+                 "context", "expires_at", "heartbeat_events", "plan", "replayed", "start",
+                 "subscription")
 
-    def __init__(self, hub: Hub, subscription: Subscription, plan: ResumePlan,
-                 heartbeat_events: bool = False, expires_at: float | None = None,
-                 on_close: Callable[[StreamSession], None] | None = None,
-                 client_fd: int | None = None) -> None:
-        self.hub = hub
+    def __init__(self, context: StreamContext, subscription: Subscription, start: Position,
+                 plan: ResumePlan, heartbeat_events: bool = False,
+                 expires_at: float | None = None, client_fd: int | None = None) -> None:
+        self.context = context
         self.subscription = subscription
+        self.start = start
         self.plan = plan
         self.heartbeat_events = heartbeat_events
         self.expires_at = expires_at
-        self.on_close = on_close
-        self.start = hub.register(subscription)
-        self.epoch = self.start.epoch
         self.replayed = 0
-        # The Last-Event-ID the client holds now, as far as this session knows.
+        subscription.position.epoch = start.epoch
+        # The Last-Event-ID the client holds now, as far as this stream knows.
         self._client_id = plan.last_event_id
         self._body: Iterator[bytes] | None = None
         self._closed = False
@@ -171,16 +179,12 @@ class StreamSession:
         self._hangup_watch = None
         if client_fd is not None:
             watch = gevent.get_hub().loop.io(client_fd, _EV_READ)
-            watch.start(StreamSession._client_readable, self)
+            watch.start(EventStream._client_readable, self)
             self._hangup_watch = watch
 
     @property
     def settings(self) -> Settings:
-        return self.hub.settings
-
-    @property
-    def store(self) -> Store:
-        return self.hub.store
+        return self.context.settings
 
     # -- the WSGI iterable --------------------------------------------------------------
 
@@ -190,16 +194,14 @@ class StreamSession:
         return self._body
 
     def close(self) -> None:
-        """End the session: stop the body and forget the connection. Idempotent."""
+        """End the stream: stop the body and let the connection go. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._stop_hangup_watch()  # before the server closes the socket and its fd is reused
         if self._body is not None:
             self._body.close()
-        self.hub.unregister(self.subscription)
-        if self.on_close is not None:
-            self.on_close(self)
+        self.context.on_close(self)
 
     def _client_readable(self) -> None:
         """Runs in the event loop (it must not block) when the client's socket turned
@@ -281,13 +283,13 @@ class StreamSession:
         if self.plan.replay_after is None:
             # Live only: the client has everything up to the hub's position, and a
             # reconnect from here must not miss what comes next.
-            subscription.last_key = self.start.key
+            subscription.position.key = self.start.key
             greeting["last_event_id"] = self.start.event_id
             head.append(encode_json_frame(greeting, "connected", self.start.event_id))
         else:
             head.append(encode_json_frame(greeting, "connected"))
         if self.plan.lost is not None:
-            self.hub.stats.note_history_lost(self.plan.lost["reason"])
+            self.context.stats.note_history_lost(self.plan.lost["reason"])
             lost = dict(self.plan.lost)
             if lost["resumes_from"] == "now":
                 lost["resumes_from"] = self.start.event_id
@@ -304,6 +306,8 @@ class StreamSession:
         early, at REPLAY_MAX_MESSAGES or because the stream is closing (the client
         reconnects to continue), True when complete."""
         subscription = self.subscription
+        position = subscription.position
+        stats = self.context.stats
         named = subscription.named
         limit = self.settings.replay_max_messages
         subscribed = frozenset(subscription.topics)
@@ -311,7 +315,7 @@ class StreamSession:
         while True:
             if subscription.closing is not None:
                 return False
-            entries = self.store.read_range(key, REPLAY_PAGE)
+            entries = self.context.store.read_range(key, REPLAY_PAGE)
             if not entries:
                 break
             now_ms = time.time() * 1000
@@ -320,13 +324,12 @@ class StreamSession:
                 last = entry
                 sent = not entry.expired(now_ms) and matches(entry.topics, subscribed)
                 if sent:
-                    frames.append(entry.frame(named))
+                    frames.append(message_frame(entry, named))
                     self.replayed += 1
                     if self.replayed >= limit:
                         break
-            key = last.key
-            subscription.last_key = key
-            self.epoch = last.epoch
+            key = position.key = last.key
+            position.epoch = last.epoch
             self._client_id = last.event_id
             if not sent:
                 # Move the client's Last-Event-ID past the entries it was not sent.
@@ -334,8 +337,8 @@ class StreamSession:
             yield b"".join(frames)
             replayed = len(frames) - (0 if sent else 1)
             subscription.frames_sent += replayed
-            self.hub.stats.replayed += replayed
-            self.hub.stats.delivered += replayed
+            stats.replayed += replayed
+            stats.delivered += replayed
             if self.replayed >= limit:
                 subscription.close(CloseReason.REPLAY_LIMIT,
                                    {"retry_ms": REPLAY_CONTINUE_RETRY_MS, "limit": limit})
@@ -350,6 +353,7 @@ class StreamSession:
         were waiting, up to WRITE_CHUNK_BYTES (the rest goes back to the queue for the
         next write, so a backlog never becomes one huge copy)."""
         subscription = self.subscription
+        position = subscription.position
         named = subscription.named
         frames: list[bytes] = []
         size = 0
@@ -357,13 +361,14 @@ class StreamSession:
         delivered = 0
         for index, item in enumerate(items):
             if type(item) is Entry:
-                if item.epoch != self.epoch:
+                if item.epoch != position.epoch:
                     frames.append(self._epoch_changed(item))
-                if (item.ms, item.seq) > subscription.last_key:  # else: already replayed
-                    frame = item.frame(named)
+                key = (item.ms, item.seq)
+                if key > position.key:  # else: already replayed
+                    frame = message_frame(item, named)
                     frames.append(frame)
                     size += len(frame)
-                    subscription.last_key = (item.ms, item.seq)
+                    position.key = key
                     newest = item
                     delivered += 1
             elif type(item) is Heartbeat:
@@ -383,7 +388,7 @@ class StreamSession:
         if self._newest is not None:
             delivered = self._delivered
             self.subscription.frames_sent += delivered
-            stats = self.hub.stats
+            stats = self.context.stats
             stats.delivered += delivered
             stats.observe_latency(time.time() - self._newest.ms / 1000)
             self._newest = None
@@ -395,34 +400,33 @@ class StreamSession:
         is ``complete``, up to the later of that and the hub's position at registration
         (the replay read past it). Make that its Last-Event-ID, unless it already is, so
         that a reconnect neither repeats a history-lost nor rescans what was replayed."""
-        subscription = self.subscription
-        if complete and self.start.epoch == self.epoch \
-                and self.start.key > subscription.last_key:
-            subscription.last_key = self.start.key
-        current = Position(self.epoch, *subscription.last_key).event_id
+        position = self.subscription.position
+        if complete and self.start.epoch == position.epoch and self.start.key > position.key:
+            position.key = self.start.key
+        current = position.event_id
         if current == self._client_id:
             return None
         self._client_id = current
         return encode_position(current, "resume")
 
-    def _heartbeat(self, position: Position) -> bytes:
-        subscription = self.subscription
-        advanced = position.epoch == self.epoch and position.key > subscription.last_key
+    def _heartbeat(self, hub_at: Position) -> bytes:
+        position = self.subscription.position
+        advanced = hub_at.epoch == position.epoch and hub_at.key > position.key
         if advanced:
-            subscription.last_key = position.key
+            position.key = hub_at.key
         if self.heartbeat_events:
             return encode_json_frame({"time": time.time()}, "heartbeat",
-                                     position.event_id if advanced else None)
+                                     hub_at.event_id if advanced else None)
         if advanced:
-            return encode_position(position.event_id)
-        return b": heartbeat\n\n"
+            return encode_position(hub_at.event_id)
+        return HEARTBEAT_COMMENT
 
     def _epoch_changed(self, entry: Entry) -> bytes:
-        lost = _lost("stream_reset", Position(self.epoch, *self.subscription.last_key).event_id,
-                     entry.event_id)
-        self.epoch = entry.epoch
-        self.subscription.last_key = (0, 0)
-        self.hub.stats.note_history_lost("stream_reset")
+        position = self.subscription.position
+        lost = _lost("stream_reset", position.event_id, entry.event_id)
+        position.epoch = entry.epoch
+        position.key = (0, 0)
+        self.context.stats.note_history_lost("stream_reset")
         return encode_json_frame(lost, "history-lost")
 
     def _final_frame(self, reason: str, detail: dict[str, Any]) -> bytes:

@@ -1,0 +1,122 @@
+"""The worker's one reader: blocking XREAD on the message stream, feeding the hub.
+
+It reads from a concrete id (where the hub has routed to), hands each batch to the hub,
+and never dies: on a Redis failure it backs off (background.py), finds its place again
+and resumes from the last id it routed, so nothing is lost or repeated. After a start it
+begins at the stream's newest entry; when the stream was recreated (its epoch changed,
+Redis lost its data) it reads the new stream from its beginning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import gevent
+from gevent.event import Event
+
+from ..background import spawn_forever
+from ..settings import Settings
+from ..store import MessageStore
+from .hub import Hub
+from .position import Position
+from .stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    """A snapshot of the reader for the registry, metrics and health."""
+
+    alive: bool
+    started_at: float | None
+    last_read_ok: float | None
+    last_error: str | None
+    lag_seconds: float
+
+
+class Reader:
+    """Reads the stream for ``hub`` in one greenlet. ``ready`` is set once it knows where
+    to read from. Call ``start()`` in the worker process after fork."""
+
+    def __init__(self, settings: Settings, store: MessageStore, hub: Hub,
+                 stats: WorkerStats) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.stats = stats
+        self.ready = Event()
+        self.started_at: float | None = None
+        self.last_read_ok: float | None = None
+        self.last_error: str | None = None
+        self.lag_seconds = 0.0
+        self._client = None
+        self._resync = True
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        """Start reading. Idempotent."""
+        if self._greenlet is None:
+            self.started_at = time.time()
+            self._greenlet = spawn_forever(self._read, name="reader",
+                                           on_failure=self._failed)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=2)
+            self._greenlet = None
+
+    @property
+    def alive(self) -> bool:
+        return self._greenlet is not None and not self._greenlet.dead
+
+    def status(self) -> ReaderStatus:
+        return ReaderStatus(self.alive, self.started_at, self.last_read_ok, self.last_error,
+                            self.lag_seconds)
+
+    def _read(self) -> None:
+        if self._client is None:
+            self._client = self.store.reader_client()
+        if self._resync:
+            self._find_place()
+            self._resync = False
+            self.last_read_ok = time.time()
+            self.ready.set()
+        entries = self.store.read(self._client, self.hub.position.key,
+                                  self.settings.reader_block_ms, self.settings.reader_batch_size)
+        self.last_read_ok = time.time()
+        if self.last_error is not None:
+            log.info("reader reached Redis again")
+            self.last_error = None
+        if entries:
+            self.hub.route(entries)
+            self.lag_seconds = max(0.0, time.time() - entries[-1].ms / 1000)
+        else:
+            self.lag_seconds = 0.0
+
+    def _failed(self, error: Exception) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.stats.read_errors += 1
+        self._resync = True
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _find_place(self) -> None:
+        """Where to read from, after a start or an outage: the first time, after the
+        stream's newest entry; later, after the last routed entry, unless the stream was
+        recreated (its epoch changed): then from its beginning."""
+        epoch = self.store.current_epoch(self._client)
+        routed = self.hub.position
+        if not self.ready.is_set():
+            position = Position(epoch, *self.store.head_key(self._client))
+            log.info("reader starts after %s", position.event_id)
+        elif epoch != routed.epoch:
+            log.warning("stream epoch changed %s -> %s: reading the new stream from its start",
+                        routed.epoch, epoch)
+            position = Position(epoch, 0, 0)
+        else:
+            return
+        self.hub.move_to(position)

@@ -1,0 +1,14 @@
+"""The Flask side: the extension that owns a worker's parts, opening and closing streams,
+and the blueprints, one per surface (publish, subscribe, connections, admin, health,
+cookie)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from . import admin, connections, cookie, health, publish, subscribe
+
+    for module in (publish, subscribe, connections, admin, health, cookie):
+        app.register_blueprint(module.bp)

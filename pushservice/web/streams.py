@@ -1,0 +1,88 @@
+"""Opening and closing SSE streams: the one place where a connection's life starts and
+ends.
+
+Opening takes, in order: the instance's connection budget (MAX_CONNECTIONS), a record in
+the registry (which enforces MAX_CONNECTIONS_PER_USER across the deployment), a place in
+the hub (live entries from now on), and the event stream that the server iterates. If any
+step fails, the steps before it are undone, so a refused or failed open leaves nothing
+behind. Closing (the event stream's end, whatever ended it) undoes all of them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..engine.event_stream import EventStream, StreamContext, plan_resume
+from ..engine.hub import Hub
+from ..engine.reader import Reader
+from ..engine.stats import WorkerStats
+from ..engine.subscription import Subscription
+from ..errors import ServiceUnavailableError
+from ..ops.capacity import ConnectionBudget
+from ..ops.registry import ConnectionRegistry
+from ..settings import Settings
+from ..store import MessageStore
+
+# How long a new stream waits for a just-started worker's reader to find its position.
+READY_WAIT_SECONDS = 5.0
+
+
+class Streams:
+    """Opens and closes this worker's streams. ``budget`` may be replaced before the
+    first stream opens (gunicorn's hook shares one table between the workers)."""
+
+    def __init__(self, settings: Settings, store: MessageStore, hub: Hub, reader: Reader,
+                 registry: ConnectionRegistry, budget: ConnectionBudget,
+                 stats: WorkerStats) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.reader = reader
+        self.registry = registry
+        self.budget = budget
+        self.context = StreamContext(settings, store, stats, self.close)
+
+    def open(self, topics: Sequence[str], *, kind: str = "stream", user: str | None = None,
+             named: bool = True, last_event_id: str | None = None,
+             heartbeat_events: bool = False, expires_at: float | None = None,
+             client_fd: int | None = None, remote_addr: str | None = None,
+             user_agent: str | None = None, queue_size: int | None = None) -> EventStream:
+        """A new stream of ``topics``, resuming after ``last_event_id`` (None: live only),
+        whose mailbox holds ``queue_size`` frames (default CONNECTION_QUEUE_SIZE).
+
+        Raises ServiceUnavailableError (503: not ready, Redis unavailable, the instance
+        full) or TooManyRequestsError (429: the user's limit) with nothing left behind;
+        the caller must ``close()`` the returned stream (a WSGI server does)."""
+        if not self.reader.ready.wait(READY_WAIT_SECONDS):
+            raise ServiceUnavailableError("The worker is not connected to Redis yet.",
+                                          retry_after=2, code="not_ready")
+        plan = plan_resume(last_event_id, self.store.stream_info)
+        subscription = Subscription(tuple(topics),
+                                    queue_size or self.settings.connection_queue_size,
+                                    named=named, kind=kind, user=user)
+        undo: list[Callable[[], None]] = []
+        try:
+            if not self.budget.try_acquire():
+                raise ServiceUnavailableError(
+                    f"This instance holds its maximum of {self.settings.max_connections} "
+                    "connections (MAX_CONNECTIONS); retry later or on another instance.",
+                    retry_after=5, code="too_many_connections")
+            undo.append(self.budget.release)
+            self.registry.admit(subscription, remote_addr, user_agent)
+            undo.append(lambda: self.registry.remove(subscription))
+            start = self.hub.register(subscription)
+            undo.append(lambda: self.hub.unregister(subscription))
+            return EventStream(self.context, subscription, start, plan,
+                               heartbeat_events=heartbeat_events, expires_at=expires_at,
+                               client_fd=client_fd)
+        except BaseException:
+            for step in reversed(undo):
+                step()
+            raise
+
+    def close(self, stream: EventStream) -> None:
+        """``stream`` ended (the event stream calls this once): let its connection go."""
+        subscription = stream.subscription
+        self.hub.unregister(subscription)
+        self.registry.remove(subscription)
+        self.budget.release()

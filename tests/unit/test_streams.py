@@ -1,0 +1,125 @@
+"""Opening and closing streams (web/streams.py) on fakeredis: every step of an open is
+undone when a later one fails, and closing lets everything go once."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushservice.engine import event_stream
+from pushservice.engine.hub import Hub
+from pushservice.engine.reader import Reader
+from pushservice.engine.stats import WorkerStats
+from pushservice.errors import ServiceUnavailableError, TooManyRequestsError
+from pushservice.ops.capacity import ConnectionBudget
+from pushservice.ops.registry import ConnectionRegistry
+from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
+from pushservice.web import streams as streams_module
+from pushservice.web.streams import Streams
+
+
+@pytest.fixture
+def make_streams(store, settings):
+    def make(**changes) -> Streams:
+        chosen = settings.replace(**changes)
+        stats = WorkerStats()
+        hub = Hub(chosen, stats)
+        reader = Reader(chosen, store, hub, stats)
+        reader.ready.set()  # as if it had found its place in the stream
+        redis, keys = store.connections, store.keys
+        registry = ConnectionRegistry(chosen, hub, reader, stats, store,
+                                      ConnectionRecords(redis, keys),
+                                      DeploymentRecords(redis, keys), ControlStore(redis, keys))
+        return Streams(chosen, store, hub, reader, registry,
+                       ConnectionBudget(chosen.max_connections), stats)
+
+    return make
+
+
+def held(streams: Streams) -> tuple[int, int, int]:
+    """What an open stream holds: budget, registry records, hub connections."""
+    return (streams.budget.total(), len(streams.registry.list()["connections"]),
+            streams.hub.connection_count())
+
+
+def test_an_open_stream_holds_its_slot_its_record_and_its_place(make_streams):
+    streams = make_streams()
+
+    stream = streams.open(("user:u1",), kind="user", user="u1", remote_addr="10.0.0.1")
+
+    assert held(streams) == (1, 1, 1)
+    assert streams.hub.get(stream.subscription.id) is stream.subscription
+    (record,) = streams.registry.list()["connections"]
+    assert record["user"] == "u1" and record["remote_addr"] == "10.0.0.1"
+
+
+def test_closing_a_stream_lets_everything_go_once(make_streams):
+    streams = make_streams()
+    stream = streams.open(("user:u1",), user="u1")
+
+    stream.close()
+    stream.close()
+
+    assert held(streams) == (0, 0, 0)
+    assert streams.registry.stats.connections_closed == 1
+
+
+def test_a_full_instance_refuses_with_nothing_left_behind(make_streams):
+    streams = make_streams(max_connections=1)
+    streams.open(("news",))
+
+    with pytest.raises(ServiceUnavailableError) as refused:
+        streams.open(("news",))
+
+    assert refused.value.code == "too_many_connections"
+    assert held(streams) == (1, 1, 1)
+
+
+def test_a_user_at_the_limit_is_refused_and_the_slot_given_back(make_streams):
+    streams = make_streams(max_connections_per_user=1)
+    streams.open(("user:u1",), user="u1")
+
+    with pytest.raises(TooManyRequestsError):
+        streams.open(("user:u1",), user="u1")
+
+    assert held(streams) == (1, 1, 1)
+
+
+def test_a_failure_after_registering_undoes_every_step(make_streams, monkeypatch):
+    streams = make_streams()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the event stream could not be built")
+
+    monkeypatch.setattr(streams_module, "EventStream", broken)
+    with pytest.raises(RuntimeError):
+        streams.open(("user:u1",), user="u1")
+
+    assert held(streams) == (0, 0, 0)
+
+
+def test_a_worker_not_ready_yet_refuses(make_streams, monkeypatch):
+    streams = make_streams()
+    streams.reader.ready.clear()
+    monkeypatch.setattr(streams_module, "READY_WAIT_SECONDS", 0.05)
+
+    with pytest.raises(ServiceUnavailableError) as refused:
+        streams.open(("news",))
+
+    assert refused.value.code == "not_ready"
+    assert held(streams) == (0, 0, 0)
+
+
+def test_a_stream_takes_the_queue_size_asked_for(make_streams):
+    streams = make_streams()
+
+    assert streams.open(("news",)).subscription.queue.maxsize == \
+        streams.settings.connection_queue_size
+    assert streams.open(("news",), queue_size=7).subscription.queue.maxsize == 7
+
+
+def test_the_event_stream_hands_its_end_to_the_streams(make_streams):
+    streams = make_streams()
+    stream = streams.open(("news",))
+
+    assert isinstance(stream, event_stream.EventStream)
+    assert stream.context.on_close == streams.close
