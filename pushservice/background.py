@@ -75,3 +75,32 @@ def spawn_forever(step: Callable[[], float | None], *, name: str,
                   backoff: FullJitterBackoff | None = None) -> gevent.Greenlet:
     """``forever(step, ...)`` in a new greenlet."""
     return gevent.spawn(forever, step, name=name, on_failure=on_failure, backoff=backoff)
+
+
+class Loop:
+    """One background loop of a component: ``start()`` spawns ``forever(step, ...)``
+    once, ``stop()`` ends it (waiting up to two seconds)."""
+
+    def __init__(self, step: Callable[[], float | None], name: str,
+                 on_failure: Callable[[Exception], None] | None = None) -> None:
+        self._step = step
+        self.name = name
+        self._on_failure = on_failure
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> bool:
+        """Start the loop; False when it was running already."""
+        if self._greenlet is not None:
+            return False
+        self._greenlet = spawn_forever(self._step, name=self.name,
+                                       on_failure=self._on_failure)
+        return True
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=2)
+            self._greenlet = None
+
+    @property
+    def alive(self) -> bool:
+        return self._greenlet is not None and not self._greenlet.dead

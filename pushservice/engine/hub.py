@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import gevent
 
-from ..background import spawn_forever
+from ..background import Loop
 from ..settings import Settings
 from .position import Position
 from .stats import WorkerStats
@@ -45,21 +45,18 @@ class Hub:
         self.stats = stats
         self._index: TopicIndex = TopicIndex()
         self.position = Position("0", 0, 0)
-        self._heartbeats: gevent.Greenlet | None = None
+        self._heartbeats = Loop(self._heartbeat, "heartbeats")
         self._closing_all = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start sending heartbeats. Idempotent."""
-        if self._heartbeats is None:
-            self._heartbeats = spawn_forever(self._heartbeat, name="heartbeats")
+        self._heartbeats.start()
 
     def stop(self) -> None:
         """Stop the heartbeats (connections are not closed; see ``close_all``)."""
-        if self._heartbeats is not None:
-            self._heartbeats.kill(block=True, timeout=2)
-            self._heartbeats = None
+        self._heartbeats.stop()
 
     def close_all(self, reason: str, spread_seconds: float = 0.0,
                   retry_ms: tuple[int, int] | None = None) -> gevent.Greenlet:

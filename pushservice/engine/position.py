@@ -50,13 +50,14 @@ class ClientPosition:
         self.key = key
 
     @property
-    def event_id(self) -> str:
-        return f"{self.epoch}-{self.key[0]}-{self.key[1]}"
-
-    @property
     def known(self) -> bool:
         """False before the client was given anything (key 0-0)."""
         return self.key != (0, 0)
+
+    @property
+    def event_id(self) -> str:
+        ms, seq = self.key
+        return f"{self.epoch}-{ms}-{seq}"
 
     def __repr__(self) -> str:
         return f"ClientPosition({self.event_id})"

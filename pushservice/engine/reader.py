@@ -13,10 +13,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-import gevent
 from gevent.event import Event
 
-from ..background import spawn_forever
+from ..background import Loop
 from ..settings import Settings
 from ..store import MessageStore
 from .hub import Hub
@@ -54,23 +53,19 @@ class Reader:
         self.lag_seconds = 0.0
         self._client = None
         self._resync = True
-        self._greenlet: gevent.Greenlet | None = None
+        self._loop = Loop(self._read, "reader", on_failure=self._failed)
 
     def start(self) -> None:
         """Start reading. Idempotent."""
-        if self._greenlet is None:
+        if self._loop.start():
             self.started_at = time.time()
-            self._greenlet = spawn_forever(self._read, name="reader",
-                                           on_failure=self._failed)
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=True, timeout=2)
-            self._greenlet = None
+        self._loop.stop()
 
     @property
     def alive(self) -> bool:
-        return self._greenlet is not None and not self._greenlet.dead
+        return self._loop.alive
 
     def status(self) -> ReaderStatus:
         return ReaderStatus(self.alive, self.started_at, self.last_read_ok, self.last_error,

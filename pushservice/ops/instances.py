@@ -21,11 +21,10 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote
 
-import gevent
 import orjson
 
 from .. import __version__
-from ..background import retry_backoff, spawn_forever
+from ..background import Loop, retry_backoff
 from ..errors import StoreUnavailableError
 from ..settings import Settings
 from ..store import DeploymentRecords
@@ -105,7 +104,7 @@ class InstanceRegistration:
         self.gateway = Gateway(settings) if settings.gateway_url else None
         self.started_at = time.time()
         self.leading = False
-        self._greenlet: gevent.Greenlet | None = None
+        self._loop = Loop(self._round, "instance registration", on_failure=self._lost_redis)
         # The gateway is retried on its own, slower schedule (it is not Redis).
         self._gateway_backoff = retry_backoff(base=1.0, cap=60.0)
         self._gateway_failures = 0
@@ -120,15 +119,11 @@ class InstanceRegistration:
         return "instance:" + self.settings.instance_name
 
     def start(self) -> None:
-        if self._greenlet is None:
-            self._greenlet = spawn_forever(self._round, name="instance registration",
-                                           on_failure=self._lost_redis)
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop renewing; hand the lease to another worker of this instance."""
-        if self._greenlet is not None:
-            self._greenlet.kill(block=True, timeout=2)
-            self._greenlet = None
+        self._loop.stop()
         if self.leading:
             try:
                 self.deployment.resign(self._role, self.holder)

@@ -14,15 +14,13 @@ import logging
 import random
 from collections.abc import Callable
 
-import gevent
 from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
 
-from ..background import spawn_forever
-from ..engine.hub import Hub
-from ..engine.reader import Reader
-from ..engine.stats import LATENCY_BUCKETS, DeltaTracker, WorkerStats
+from ..background import Loop
+from ..engine.stats import LATENCY_BUCKETS, DeltaTracker
+from ..engine.worker import WorkerEngine
 from ..errors import ForbiddenError
 from ..settings import Settings
 
@@ -99,7 +97,7 @@ class PushMetrics:
         self.http: PrometheusMetrics | None = None
         self._deltas = DeltaTracker()
         self._lost_deltas = DeltaTracker()
-        self._flusher: gevent.Greenlet | None = None
+        self._flusher: Loop | None = None
 
     # -- binding ------------------------------------------------------------------------
 
@@ -132,18 +130,19 @@ class PushMetrics:
 
     # -- flushing -----------------------------------------------------------------------
 
-    def start(self, stats: WorkerStats, hub: Hub, reader: Reader,
+    def start(self, engine: WorkerEngine,
               stream_length: Callable[[], int | None] = lambda: None) -> None:
         """Copy the worker's figures into Prometheus every second. Idempotent."""
         if self._flusher is None:
             def flush() -> float:
-                self.flush(stats, hub, reader, stream_length())
+                self.flush(engine, stream_length())
                 return FLUSH_SECONDS
 
-            self._flusher = spawn_forever(flush, name="metrics flush")
+            self._flusher = Loop(flush, "metrics flush")
+        self._flusher.start()
 
-    def flush(self, stats: WorkerStats, hub: Hub, reader: Reader,
-              stream_length: int | None = None) -> None:
+    def flush(self, engine: WorkerEngine, stream_length: int | None = None) -> None:
+        stats = engine.stats
         for name, delta in self._deltas.since_last(stats.counters()).items():
             attribute = _COUNTER_MAP.get(name)
             if attribute is not None and delta > 0:
@@ -155,8 +154,8 @@ class PushMetrics:
             observations = random.sample(observations, MAX_OBSERVATIONS_PER_FLUSH)
         for seconds in observations:
             self.duration.observe(seconds)
-        self.connections.set(hub.connection_count())
-        status = reader.status()
+        self.connections.set(engine.hub.connection_count())
+        status = engine.reader.status()
         self.reader_lag.set(status.lag_seconds)
         self.reader_up.set(1 if status.alive and status.last_error is None else 0)
         if stream_length is not None:
@@ -164,5 +163,4 @@ class PushMetrics:
 
     def stop(self) -> None:
         if self._flusher is not None:
-            self._flusher.kill(block=True, timeout=2)
-            self._flusher = None
+            self._flusher.stop()

@@ -18,14 +18,13 @@ from typing import Any
 
 import gevent
 
-from ..background import spawn_forever
-from ..engine.hub import Hub
-from ..engine.reader import Reader
-from ..engine.stats import DeltaTracker, WorkerStats, percentile
+from ..background import Loop
+from ..engine.stats import DeltaTracker, percentile
 from ..engine.subscription import CloseReason, Subscription
+from ..engine.worker import WorkerEngine
 from ..errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
 from ..settings import Settings
-from ..store import ConnectionRecords, ControlStore, DeploymentRecords, MessageStore
+from ..store import ConnectionRecords, ControlStore, DeploymentRecords
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +42,24 @@ def worker_id(settings: Settings) -> str:
 class ConnectionRegistry:
     """This worker's part of the registry, and the deployment-wide views of it.
 
-    It reads this worker's figures from the hub, the reader and ``stats``; it writes
+    It reads this worker's figures from its engine (hub, reader, stats); it writes
     through ``records`` (connections), ``deployment`` (snapshots and counters) and
     ``control`` (commands to every worker).
     """
 
-    def __init__(self, settings: Settings, hub: Hub, reader: Reader, stats: WorkerStats,
-                 messages: MessageStore, records: ConnectionRecords,
+    def __init__(self, engine: WorkerEngine, records: ConnectionRecords,
                  deployment: DeploymentRecords, control: ControlStore) -> None:
-        self.settings = settings
-        self.hub = hub
-        self.reader = reader
-        self.stats = stats
-        self.messages = messages
+        self.settings = engine.settings
+        self.engine = engine
+        self.hub = engine.hub
+        self.stats = engine.stats
         self.records = records
         self.deployment = deployment
         self.control = control
         self.stream_length: int | None = None
         self._deltas = DeltaTracker()
-        self._greenlets: list[gevent.Greenlet] = []
+        self._loops = (Loop(self._renew_round, "registry renewal"),
+                       Loop(self._listen, "control channel"))
         self._reported_frames: dict[str, tuple[int, tuple[int, int]]] = {}
 
     @property
@@ -72,16 +70,13 @@ class ConnectionRegistry:
 
     def start(self) -> None:
         """Start renewing and listening in this process. Idempotent."""
-        if not self._greenlets:
-            self._greenlets = [
-                spawn_forever(self._renew_round, name="registry renewal"),
-                spawn_forever(self._listen, name="control channel"),
-            ]
+        for loop in self._loops:
+            loop.start()
 
     def stop(self) -> None:
         """Stop the greenlets and withdraw this worker's snapshot."""
-        gevent.killall(self._greenlets, block=True, timeout=2)
-        self._greenlets = []
+        for loop in self._loops:
+            loop.stop()
         try:
             self.deployment.remove_worker(self.worker_id)
         except StoreUnavailableError:
@@ -149,7 +144,7 @@ class ConnectionRegistry:
         counters = self.stats.counters()
         self.deployment.publish_worker(self.worker_id, self.snapshot(counters),
                                        self._deltas.since_last(counters), ttl)
-        self.stream_length = self.messages.length()
+        self.stream_length = self.engine.store.length()
 
     def _renewal(self, subscription: Subscription) -> tuple[str, str | None, dict[str, Any]]:
         """What renewing ``subscription`` writes: its frame count and resume position
@@ -167,7 +162,7 @@ class ConnectionRegistry:
     def snapshot(self, counters: dict[str, int] | None = None) -> dict[str, Any]:
         """This worker's figures, as the stats API aggregates them."""
         hub = self.hub.status()
-        reader = self.reader.status()
+        reader = self.engine.reader.status()
         return {
             "worker_id": self.worker_id,
             "instance": self.settings.instance_name,
@@ -270,7 +265,7 @@ class ConnectionRegistry:
                 "replayed": counters.get("replayed", 0),
                 "history_lost": counters.get("history_lost", 0),
             },
-            "stream": {"length": self.messages.length(),
+            "stream": {"length": self.engine.store.length(),
                        "reader_lag_seconds": {"max": max(lags.values(), default=0.0),
                                               "by_worker": lags}},
             "latency": {"window_seconds": 60, "samples": sum(buckets),

@@ -16,11 +16,9 @@ from collections.abc import Sequence
 from flask import Flask, current_app
 
 from ..auth import Authenticator
-from ..engine.hub import Hub
 from ..engine.publishing import GroupCommit
-from ..engine.reader import Reader
-from ..engine.stats import WorkerStats
 from ..engine.subscription import CloseReason
+from ..engine.worker import WorkerEngine
 from ..errors import StoreUnavailableError
 from ..message import Message, MessageFactory
 from ..ops.capacity import ConnectionBudget
@@ -28,13 +26,7 @@ from ..ops.instances import InstanceRegistration
 from ..ops.metrics import PushMetrics
 from ..ops.registry import ConnectionRegistry
 from ..settings import Settings
-from ..store import (
-    ConnectionRecords,
-    ControlStore,
-    DeploymentRecords,
-    MessageStore,
-    Published,
-)
+from ..store import ConnectionRecords, ControlStore, DeploymentRecords, MessageStore, Published
 from ..store.rates import PublishRateLimiter
 from .streams import Streams
 
@@ -73,17 +65,14 @@ class PushService:
         if not settings.enable_auth:
             log.warning("authentication is disabled (ENABLE_AUTH=false): every endpoint is "
                         "open to anyone who can reach it")
-        self.stats = WorkerStats()
-        self.store = MessageStore(settings)
+        self.engine = engine = WorkerEngine.build(settings)
+        self.store, self.hub, self.reader = engine.store, engine.hub, engine.reader
         redis, keys = self.store.connections, self.store.keys
         deployment = DeploymentRecords(redis, keys)
-        self.hub = Hub(settings, self.stats)
-        self.reader = Reader(settings, self.store, self.hub, self.stats)
-        self.registry = ConnectionRegistry(
-            settings, self.hub, self.reader, self.stats, self.store,
-            ConnectionRecords(redis, keys), deployment, ControlStore(redis, keys))
-        self.streams = Streams(settings, self.store, self.hub, self.reader, self.registry,
-                               ConnectionBudget(settings.max_connections), self.stats)
+        self.registry = ConnectionRegistry(engine, ConnectionRecords(redis, keys), deployment,
+                                           ControlStore(redis, keys))
+        self.streams = Streams(engine, self.registry,
+                               ConnectionBudget(settings.max_connections))
         self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes,
                                        max_name_length=settings.max_name_length,
                                        max_topics=settings.max_topics_per_message)
@@ -105,12 +94,10 @@ class PushService:
         log.info("worker %s starts its reader on %s", os.getpid(),
                  self.settings.redis_url_redacted)
         _tune_garbage_collection()
-        self.hub.start()
-        self.reader.start()
+        self.engine.start()
         self.registry.start()
         self.registration.start()
-        self.metrics.start(self.stats, self.hub, self.reader,
-                           lambda: self.registry.stream_length)
+        self.metrics.start(self.engine, lambda: self.registry.stream_length)
 
     def use_shared_budget(self, budget: ConnectionBudget) -> None:
         """Count this worker's streams in the instance-wide table (gunicorn hook)."""
@@ -134,7 +121,7 @@ class PushService:
         try:
             return self.group_commit.publish(messages)
         except StoreUnavailableError:
-            self.stats.publish_failed += len(messages)
+            self.engine.stats.publish_failed += len(messages)
             raise
 
 

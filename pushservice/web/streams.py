@@ -13,15 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..engine.event_stream import EventStream, StreamContext, plan_resume
-from ..engine.hub import Hub
-from ..engine.reader import Reader
-from ..engine.stats import WorkerStats
 from ..engine.subscription import Subscription
+from ..engine.worker import WorkerEngine
 from ..errors import ServiceUnavailableError
 from ..ops.capacity import ConnectionBudget
 from ..ops.registry import ConnectionRegistry
-from ..settings import Settings
-from ..store import MessageStore
 
 # How long a new stream waits for a just-started worker's reader to find its position.
 READY_WAIT_SECONDS = 5.0
@@ -31,16 +27,14 @@ class Streams:
     """Opens and closes this worker's streams. ``budget`` may be replaced before the
     first stream opens (gunicorn's hook shares one table between the workers)."""
 
-    def __init__(self, settings: Settings, store: MessageStore, hub: Hub, reader: Reader,
-                 registry: ConnectionRegistry, budget: ConnectionBudget,
-                 stats: WorkerStats) -> None:
-        self.settings = settings
-        self.store = store
-        self.hub = hub
-        self.reader = reader
+    def __init__(self, engine: WorkerEngine, registry: ConnectionRegistry,
+                 budget: ConnectionBudget) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.hub = engine.hub
         self.registry = registry
         self.budget = budget
-        self.context = StreamContext(settings, store, stats, self.close)
+        self.context = StreamContext(engine.settings, engine.store, engine.stats, self.close)
 
     def open(self, topics: Sequence[str], *, kind: str = "stream", user: str | None = None,
              named: bool = True, last_event_id: str | None = None,
@@ -53,10 +47,10 @@ class Streams:
         Raises ServiceUnavailableError (503: not ready, Redis unavailable, the instance
         full) or TooManyRequestsError (429: the user's limit) with nothing left behind;
         the caller must ``close()`` the returned stream (a WSGI server does)."""
-        if not self.reader.ready.wait(READY_WAIT_SECONDS):
+        if not self.engine.reader.ready.wait(READY_WAIT_SECONDS):
             raise ServiceUnavailableError("The worker is not connected to Redis yet.",
                                           retry_after=2, code="not_ready")
-        plan = plan_resume(last_event_id, self.store.stream_info)
+        plan = plan_resume(last_event_id, self.engine.store.stream_info)
         subscription = Subscription(tuple(topics),
                                     queue_size or self.settings.connection_queue_size,
                                     named=named, kind=kind, user=user)

@@ -21,6 +21,13 @@ def _numbers(frames) -> list[int]:
     return [frame.json()["data"]["n"] for frame in frames]
 
 
+def _first_kept(pipeline) -> int:
+    """The number of the oldest message the stream still holds."""
+    client = redis.Redis.from_url(pipeline.settings.redis_url)
+    (_, fields), = client.xrange(pipeline.store.stream_key, count=1)
+    return int(json.loads(fields[b"m"])["data"]["n"])
+
+
 def _wait_routed(pipeline, published) -> None:
     """Until the reader has passed ``published``: connections opened later start after it."""
     wait_until(lambda: pipeline.hub.position.key >= published.position.key, 10, interval=0.01,
@@ -128,9 +135,7 @@ def test_trimmed_history_is_announced_then_replayed_from_the_oldest_kept(make_pi
     published = []
     for start in range(1, 601, 100):  # trimming keeps about the newest 100-200
         published += pipeline.publish(*[message(n) for n in range(start, start + 100)])
-    client = redis.Redis.from_url(pipeline.settings.redis_url)
-    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
-        "data"]["n"])
+    first_kept = _first_kept(pipeline)
     assert 1 < first_kept < 600
 
     reader = pipeline.subscribe("user:1", last_event_id=published[2].position.event_id)
@@ -145,9 +150,7 @@ def test_one_by_one_publishes_trimmed_to_100_announce_the_loss(make_pipeline):
     # As a service publishes: one message per request, the stream capped at 100 entries.
     pipeline = make_pipeline(stream_max_length=100)
     published = [pipeline.publish(message(n))[0] for n in range(1, 1001)]
-    client = redis.Redis.from_url(pipeline.settings.redis_url)
-    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
-        "data"]["n"])
+    first_kept = _first_kept(pipeline)
 
     reader = pipeline.subscribe("user:1", last_event_id=published[0].position.event_id)
 
@@ -159,9 +162,7 @@ def test_one_by_one_publishes_trimmed_to_100_announce_the_loss(make_pipeline):
 def test_resuming_from_the_newest_trimmed_entry_is_no_false_alarm(make_pipeline):
     pipeline = make_pipeline(stream_max_length=100)
     published = [pipeline.publish(message(n))[0] for n in range(1, 601)]
-    client = redis.Redis.from_url(pipeline.settings.redis_url)
-    first_kept = int(json.loads(client.xrange(pipeline.store.stream_key, count=1)[0][1][b"m"])[
-        "data"]["n"])
+    first_kept = _first_kept(pipeline)
     assert first_kept > 2
 
     exact = pipeline.subscribe("user:1", last_event_id=published[first_kept - 2].position.event_id)

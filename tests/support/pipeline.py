@@ -7,14 +7,12 @@ from __future__ import annotations
 import gevent
 
 from pushservice.engine.event_stream import EventStream
-from pushservice.engine.hub import Hub
-from pushservice.engine.reader import Reader
-from pushservice.engine.stats import WorkerStats
+from pushservice.engine.worker import WorkerEngine
 from pushservice.message import MessageFactory
 from pushservice.ops.capacity import ConnectionBudget
 from pushservice.ops.registry import ConnectionRegistry
 from pushservice.settings import Settings
-from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords, MessageStore
+from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
 from pushservice.web.streams import Streams
 from tests.support.sse_client import Frame, SSEParser
 from tests.support.waiting import wait_until
@@ -72,23 +70,19 @@ class Pipeline:
                     "heartbeat_interval": 30.0, "write_timeout_seconds": 5.0}
         defaults.update(overrides)
         self.settings = settings = Settings().replace(**defaults)
-        self.stats = WorkerStats()
-        self.store = MessageStore(settings)
+        self.engine = engine = WorkerEngine.build(settings)
+        self.stats, self.store, self.hub, self.reader = (engine.stats, engine.store,
+                                                         engine.hub, engine.reader)
         redis, keys = self.store.connections, self.store.keys
-        self.hub = Hub(settings, self.stats)
-        self.reader = Reader(settings, self.store, self.hub, self.stats)
-        self.registry = ConnectionRegistry(
-            settings, self.hub, self.reader, self.stats, self.store,
-            ConnectionRecords(redis, keys), DeploymentRecords(redis, keys),
-            ControlStore(redis, keys))
-        self.streams = Streams(settings, self.store, self.hub, self.reader, self.registry,
-                               ConnectionBudget(settings.max_connections), self.stats)
+        self.registry = ConnectionRegistry(engine, ConnectionRecords(redis, keys),
+                                           DeploymentRecords(redis, keys),
+                                           ControlStore(redis, keys))
+        self.streams = Streams(engine, self.registry, ConnectionBudget(settings.max_connections))
         self.messages = MessageFactory(settings.message_ttl, settings.max_message_bytes)
         self.clients: list[StreamClient] = []
 
     def start(self) -> Pipeline:
-        self.hub.start()
-        self.reader.start()
+        self.engine.start()
         assert self.reader.ready.wait(10), "the reader did not reach Redis"
         return self
 
@@ -108,8 +102,7 @@ class Pipeline:
     def close(self) -> None:
         for client in self.clients:
             client.close()
-        self.reader.stop()
-        self.hub.stop()
+        self.engine.stop()
         self.store.close()
 
 

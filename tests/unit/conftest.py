@@ -5,6 +5,8 @@
   a fakeredis client of ``fake_redis_server``, so they all share one in-memory Redis, which
   ``fake_redis`` (tests/conftest.py) looks at too.
 - ``store``: a MessageStore on those clients.
+- ``make_engine``: ``make_engine(**settings_changes)`` builds a worker's engine (hub,
+  reader, stats) on ``store``, not started.
 - ``socket_pair``: a connected pair of real sockets, the service's end first.
 - ``parse_sse``: a small SSE parser that follows the HTML standard's algorithm to the
   letter, to check what a browser would make of the bytes the service writes.
@@ -18,6 +20,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from pushservice.engine.hub import Hub
+from pushservice.engine.reader import Reader
+from pushservice.engine.stats import WorkerStats
+from pushservice.engine.worker import WorkerEngine
 from pushservice.settings import Settings
 from pushservice.store import MessageStore, RedisConnections
 
@@ -50,6 +56,17 @@ def store(fake_clients, settings) -> MessageStore:
     instance = MessageStore(settings)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def make_engine(store, settings):
+    def make(**changes) -> WorkerEngine:
+        chosen = settings.replace(**changes)
+        stats = WorkerStats()
+        hub = Hub(chosen, stats)
+        return WorkerEngine(chosen, stats, store, hub, Reader(chosen, store, hub, stats))
+
+    return make
 
 
 # -- a reference SSE parser ------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_leadership_passes_to_another_worker_when_the_leader_stops(
     # A second worker of the same instance (another holder name) waits its turn.
     monkeypatch.setattr(InstanceRegistration, "holder", property(lambda self: f"w{id(self)}"))
     second = start(registrations, settings, deployment, instance_name="push-1")
-    wait_until(lambda: second._greenlet is not None, 1, message="the second worker")
+    wait_until(lambda: second._loop.alive, 1, message="the second worker")
     gevent.sleep(0.2)  # several rounds: it never takes the lease while the first holds it
 
     assert not second.leading

@@ -6,9 +6,6 @@ from __future__ import annotations
 import pytest
 
 from pushservice import create_app
-from pushservice.engine.hub import Hub
-from pushservice.engine.reader import Reader
-from pushservice.engine.stats import WorkerStats
 from pushservice.engine.subscription import Subscription
 from pushservice.ops import metrics as metrics_module
 from pushservice.ops.metrics import PushMetrics
@@ -16,10 +13,8 @@ from pushservice.settings import Settings
 
 
 @pytest.fixture
-def parts(store, settings):
-    stats = WorkerStats()
-    hub = Hub(settings, stats)
-    return PushMetrics(settings), stats, hub, Reader(settings, store, hub, stats)
+def parts(make_engine, settings):
+    return PushMetrics(settings), make_engine()
 
 
 def value(metrics: PushMetrics, name: str, **labels) -> float | None:
@@ -27,37 +22,40 @@ def value(metrics: PushMetrics, name: str, **labels) -> float | None:
 
 
 def test_counters_are_copied_as_deltas(parts):
-    metrics, stats, hub, reader = parts
+    metrics, engine = parts
+    stats = engine.stats
     stats.delivered = 5
     stats.slow_consumers = 1
-    metrics.flush(stats, hub, reader)
+    metrics.flush(engine)
     stats.delivered = 8
-    metrics.flush(stats, hub, reader)
-    metrics.flush(stats, hub, reader)  # nothing new
+    metrics.flush(engine)
+    metrics.flush(engine)  # nothing new
 
     assert value(metrics, "message_push_frames_delivered_total") == 8
     assert value(metrics, "message_push_slow_consumer_disconnects_total") == 1
 
 
 def test_history_lost_is_counted_by_reason(parts):
-    metrics, stats, hub, reader = parts
+    metrics, engine = parts
+    stats = engine.stats
     stats.note_history_lost("history_trimmed")
     stats.note_history_lost("history_trimmed")
     stats.note_history_lost("stream_reset")
 
-    metrics.flush(stats, hub, reader)
+    metrics.flush(engine)
 
     assert value(metrics, "message_push_history_lost_total", reason="history_trimmed") == 2
     assert value(metrics, "message_push_history_lost_total", reason="stream_reset") == 1
 
 
 def test_latencies_are_observed_and_sampled_when_many(parts, monkeypatch):
-    metrics, stats, hub, reader = parts
+    metrics, engine = parts
+    stats = engine.stats
     monkeypatch.setattr(metrics_module, "MAX_OBSERVATIONS_PER_FLUSH", 10)
     for _ in range(100):
         stats.observe_latency(0.003)
 
-    metrics.flush(stats, hub, reader)
+    metrics.flush(engine)
 
     assert value(metrics, "message_push_message_duration_seconds_count") == 10
     assert value(metrics, "message_push_message_duration_seconds_bucket", le="0.005") == 10
@@ -65,11 +63,12 @@ def test_latencies_are_observed_and_sampled_when_many(parts, monkeypatch):
 
 
 def test_gauges_show_connections_lag_reader_and_stream_length(parts):
-    metrics, stats, hub, reader = parts
+    metrics, engine = parts
+    hub, reader = engine.hub, engine.reader
     hub.register(Subscription(("news",), 10))
     reader.lag_seconds = 0.25
 
-    metrics.flush(stats, hub, reader, stream_length=42)
+    metrics.flush(engine, stream_length=42)
 
     assert value(metrics, "message_push_connections_total") == 1
     assert value(metrics, "message_push_reader_lag_seconds") == 0.25

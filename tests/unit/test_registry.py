@@ -9,9 +9,6 @@ import time
 import gevent
 import pytest
 
-from pushservice.engine.hub import Hub
-from pushservice.engine.reader import Reader
-from pushservice.engine.stats import WorkerStats
 from pushservice.engine.subscription import CloseReason, Subscription
 from pushservice.errors import NotFoundError, TooManyRequestsError
 from pushservice.ops.registry import ConnectionRegistry, worker_id
@@ -19,15 +16,12 @@ from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
 
 
 @pytest.fixture
-def make_registry(store, settings):
+def make_registry(make_engine):
     def make(**changes) -> ConnectionRegistry:
-        chosen = settings.replace(**changes)
-        stats = WorkerStats()
-        hub = Hub(chosen, stats)
-        redis, keys = store.connections, store.keys
-        return ConnectionRegistry(chosen, hub, Reader(chosen, store, hub, stats), stats, store,
-                                  ConnectionRecords(redis, keys), DeploymentRecords(redis, keys),
-                                  ControlStore(redis, keys))
+        engine = make_engine(**changes)
+        redis, keys = engine.store.connections, engine.store.keys
+        return ConnectionRegistry(engine, ConnectionRecords(redis, keys),
+                                  DeploymentRecords(redis, keys), ControlStore(redis, keys))
 
     return make
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 import pytest
 
 from pushservice.engine import event_stream
-from pushservice.engine.hub import Hub
-from pushservice.engine.reader import Reader
-from pushservice.engine.stats import WorkerStats
 from pushservice.errors import ServiceUnavailableError, TooManyRequestsError
 from pushservice.ops.capacity import ConnectionBudget
 from pushservice.ops.registry import ConnectionRegistry
@@ -18,19 +15,14 @@ from pushservice.web.streams import Streams
 
 
 @pytest.fixture
-def make_streams(store, settings):
+def make_streams(make_engine):
     def make(**changes) -> Streams:
-        chosen = settings.replace(**changes)
-        stats = WorkerStats()
-        hub = Hub(chosen, stats)
-        reader = Reader(chosen, store, hub, stats)
-        reader.ready.set()  # as if it had found its place in the stream
-        redis, keys = store.connections, store.keys
-        registry = ConnectionRegistry(chosen, hub, reader, stats, store,
-                                      ConnectionRecords(redis, keys),
+        engine = make_engine(**changes)
+        engine.reader.ready.set()  # as if it had found its place in the stream
+        redis, keys = engine.store.connections, engine.store.keys
+        registry = ConnectionRegistry(engine, ConnectionRecords(redis, keys),
                                       DeploymentRecords(redis, keys), ControlStore(redis, keys))
-        return Streams(chosen, store, hub, reader, registry,
-                       ConnectionBudget(chosen.max_connections), stats)
+        return Streams(engine, registry, ConnectionBudget(engine.settings.max_connections))
 
     return make
 
@@ -99,7 +91,7 @@ def test_a_failure_after_registering_undoes_every_step(make_streams, monkeypatch
 
 def test_a_worker_not_ready_yet_refuses(make_streams, monkeypatch):
     streams = make_streams()
-    streams.reader.ready.clear()
+    streams.engine.reader.ready.clear()
     monkeypatch.setattr(streams_module, "READY_WAIT_SECONDS", 0.05)
 
     with pytest.raises(ServiceUnavailableError) as refused:

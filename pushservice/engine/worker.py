@@ -1,0 +1,40 @@
+"""One worker's engine, as one object: its settings, counters, message store, hub and
+reader. The parts above it (registry, metrics, streams) take it whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..settings import Settings
+from ..store import MessageStore
+from .hub import Hub
+from .reader import Reader
+from .stats import WorkerStats
+
+
+@dataclass(frozen=True)
+class WorkerEngine:
+    """The parts every worker runs. Build with ``WorkerEngine.build(settings)``; call
+    ``start()`` in the worker process after fork."""
+
+    settings: Settings
+    stats: WorkerStats
+    store: MessageStore
+    hub: Hub
+    reader: Reader
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerEngine:
+        stats = WorkerStats()
+        store = MessageStore(settings)
+        hub = Hub(settings, stats)
+        return cls(settings, stats, store, hub, Reader(settings, store, hub, stats))
+
+    def start(self) -> None:
+        """Start heartbeats and the reader. Idempotent."""
+        self.hub.start()
+        self.reader.start()
+
+    def stop(self) -> None:
+        self.reader.stop()
+        self.hub.stop()
