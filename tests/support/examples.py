@@ -1,6 +1,6 @@
 """Messages the tests share."""
 
-# The message of SPEC.md, as a publisher sends it.
+# The example message of the product description, as a publisher sends it.
 SPEC_EXAMPLE = {
     "id": "msg_1753859400_001",
     "timestamp": "2025-07-30T15:10:00.123Z",

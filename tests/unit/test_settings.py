@@ -1,4 +1,4 @@
-"""Settings.from_env: SPEC.md defaults, every variable parsed, all problems reported at once."""
+"""Settings.from_env: the documented defaults, every variable parsed, all problems reported at once."""
 
 from __future__ import annotations
 
