@@ -1,6 +1,6 @@
 """The Flask side: the extension that owns a worker's parts, opening and closing streams,
 and the blueprints, one per surface (publish, subscribe, connections, admin, health,
-cookie)."""
+cookie, static assets)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import admin, connections, cookie, health, publish, subscribe
+    from . import admin, assets, connections, cookie, health, publish, subscribe
 
-    for module in (publish, subscribe, connections, admin, health, cookie):
+    for module in (publish, subscribe, connections, admin, health, cookie, assets):
         app.register_blueprint(module.bp)
