@@ -93,6 +93,11 @@ class Settings:
     publish_rate_per_service: float = 1000.0
     publish_burst_per_service: int = 5000
     replay_max_messages: int = 10_000
+    # The newest entries each worker keeps in memory, so that resumes close to now (a
+    # reconnect storm) need nothing from Redis: at most this many, and bodies of at most
+    # this many bytes. 0 entries: every resume reads Redis.
+    recent_history_entries: int = 10_000
+    recent_history_bytes: int = 16 * 1024 * 1024
     write_timeout_seconds: float = 10.0
     shutdown_grace_seconds: float = 10.0
     sse_retry_ms: int = 3000
@@ -158,6 +163,9 @@ class Settings:
             "publish_rate_per_service": reader.number("PUBLISH_RATE_PER_SERVICE", minimum=0),
             "publish_burst_per_service": reader.integer("PUBLISH_BURST_PER_SERVICE", minimum=1),
             "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", minimum=1),
+            "recent_history_entries": reader.integer("RECENT_HISTORY_ENTRIES", minimum=0,
+                                                     maximum=1_000_000),
+            "recent_history_bytes": reader.integer("RECENT_HISTORY_BYTES", minimum=0),
             "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", minimum=0.1),
             "shutdown_grace_seconds": reader.number("SHUTDOWN_GRACE_SECONDS", minimum=0.5),
             "sse_retry_ms": reader.integer("SSE_RETRY_MS", minimum=0),

@@ -29,6 +29,7 @@ from ..settings import Settings
 from ..store import Entry, MessageStore, StreamInfo
 from .hangup import hung_up
 from .position import Position, parse_event_id
+from .recent import RecentHistory
 from .sse import HEARTBEAT_COMMENT, encode_json_frame, encode_position, encode_retry, message_frame
 from .stats import WorkerStats
 from .subscription import WAKE, CloseReason, Heartbeat, Subscription
@@ -60,42 +61,52 @@ class ClientTooSlowError(BrokenPipeError):
 class ResumePlan:
     """Where a connection's history starts.
 
-    ``replay_after``: replay entries after this (ms, seq) key; None means live only.
-    ``lost``: the payload of the ``history-lost`` event, or None when nothing was lost.
-    ``last_event_id``: what the client sent.
+    ``replay_after``: replay entries after this (ms, seq) key of ``epoch``; None means
+    live only. ``lost``: the payload of the ``history-lost`` event, or None when nothing
+    is known to be lost. ``from_memory``: the hub's recent history held the position when
+    planned (replay without Redis, if it still does). ``last_event_id``: what the client
+    sent.
     """
 
     replay_after: tuple[int, int] | None
     lost: dict[str, Any] | None = None
+    epoch: str | None = None
+    from_memory: bool = False
     last_event_id: str | None = field(default=None, compare=False)
 
 
-def plan_resume(last_event_id: str | None, info_source: Callable[[], StreamInfo]) -> ResumePlan:
+def plan_resume(last_event_id: str | None, recent: RecentHistory,
+                info_source: Callable[[], StreamInfo]) -> ResumePlan:
     """Decide how to resume from ``last_event_id`` (None: a fresh connection).
 
-    ``info_source`` is called at most once, to learn what the stream still holds; it may
-    raise StoreUnavailableError, which the view answers with 503 before streaming.
+    A position inside the hub's ``recent`` history needs nothing from Redis. Otherwise
+    ``info_source`` is called once, to learn what the stream still holds; it may raise
+    StoreUnavailableError.
     """
     if last_event_id is None:
         return ResumePlan(None)
     position = parse_event_id(last_event_id)
     if position is None:
         return ResumePlan(None, _lost("malformed_last_event_id", last_event_id, "now"),
-                          last_event_id)
+                          last_event_id=last_event_id)
+    key = position.key
+    if recent.covers(position.epoch, key):
+        return ResumePlan(key, epoch=position.epoch, from_memory=True,
+                          last_event_id=last_event_id)
     info = info_source()
     if info.epoch != position.epoch:
         # The stream was recreated (or Redis lost its data): everything it holds now is
         # new to this client, and what came between is gone.
         return ResumePlan((0, 0), _lost("stream_reset", last_event_id, _oldest(info)),
-                          last_event_id)
-    key = position.key
+                          epoch=info.epoch, last_event_id=last_event_id)
     if key > (info.last_generated or (0, 0)):
         return ResumePlan(None, _lost("unknown_position", last_event_id, "now"),
-                          last_event_id)
+                          last_event_id=last_event_id)
+    lost = None
     if _trimmed_after(key, info):
-        return ResumePlan((0, 0), _lost("history_trimmed", last_event_id, _oldest(info)),
-                          last_event_id)
-    return ResumePlan(key, None, last_event_id)
+        lost = _lost("history_trimmed", last_event_id, _oldest(info))
+    # Trimmed or not, what follows ``key`` is what the stream still holds after it.
+    return ResumePlan(key, lost, epoch=position.epoch, last_event_id=last_event_id)
 
 
 def _trimmed_after(key: tuple[int, int], info: StreamInfo) -> bool:
@@ -131,6 +142,15 @@ def _lost(reason: str, last_event_id: str, resumes_from: str) -> dict[str, Any]:
     return {"reason": reason, "last_event_id": last_event_id, "resumes_from": resumes_from}
 
 
+# Where a resume finds no recent history and asks Redis.
+_NO_HISTORY = RecentHistory(0, 0)
+
+
+def _pages(entries: list[Entry]) -> Iterator[tuple[None, list[Entry]]]:
+    for start in range(0, len(entries), REPLAY_PAGE):
+        yield None, entries[start:start + REPLAY_PAGE]
+
+
 @dataclass(frozen=True)
 class StreamContext:
     """What every event stream of a worker shares: one object, so that each of thousands
@@ -140,6 +160,7 @@ class StreamContext:
     settings: Settings
     store: MessageStore
     stats: WorkerStats
+    recent: RecentHistory
     on_close: Callable[[EventStream], None]
 
 
@@ -166,7 +187,12 @@ class EventStream:
         self.heartbeat_events = heartbeat_events
         self.expires_at = expires_at
         self.replayed = 0
-        subscription.position.epoch = start.epoch
+        # Where the client stands: after what it sent when it resumes (never behind it,
+        # whatever this worker's reader has read), else where the hub stands.
+        position = subscription.position
+        position.epoch = plan.epoch or start.epoch
+        if plan.replay_after is not None:
+            position.key = plan.replay_after
         # The Last-Event-ID the client holds now, as far as this stream knows.
         self._client_id = plan.last_event_id
         self._body: Iterator[bytes] | None = None
@@ -275,67 +301,89 @@ class EventStream:
     def _opening(self) -> Iterator[bytes]:
         """The greeting, then what the client missed."""
         subscription = self.subscription
+        plan = self.plan
+        if plan.from_memory and not self.context.recent.covers(plan.epoch, plan.replay_after):
+            # The hub's recent history moved on since the plan: ask Redis, as for any
+            # resume from further back.
+            plan = self.plan = plan_resume(plan.last_event_id, _NO_HISTORY,
+                                           self.context.store.stream_info)
+            subscription.position.epoch = plan.epoch or self.start.epoch
+            if plan.replay_after is not None:
+                subscription.position.key = plan.replay_after
         greeting = {"connection_id": subscription.id,
                     "instance": self.settings.instance_name, "worker": os.getpid(),
                     "topics": list(subscription.topics),
                     "heartbeat_interval": self.settings.heartbeat_interval}
         head = [encode_retry(self.settings.sse_retry_ms)]
-        if self.plan.replay_after is None:
+        if plan.replay_after is None:
             # Live only: the client has everything up to the hub's position, and a
             # reconnect from here must not miss what comes next.
             subscription.position.key = self.start.key
             greeting["last_event_id"] = self.start.event_id
             head.append(encode_json_frame(greeting, "connected", self.start.event_id))
         else:
-            head.append(encode_json_frame(greeting, "connected"))
-        if self.plan.lost is not None:
-            self.context.stats.note_history_lost(self.plan.lost["reason"])
-            lost = dict(self.plan.lost)
-            if lost["resumes_from"] == "now":
-                lost["resumes_from"] = self.start.event_id
-            head.append(encode_json_frame(lost, "history-lost"))
+            # The client's own position, so that even a page that lost its
+            # EventSource's id (a new EventSource with ?last_event_id=) holds it again.
+            reset = plan.lost is not None and plan.lost["reason"] == "stream_reset"
+            resume_id = None if reset else subscription.position.event_id
+            if resume_id is not None:
+                greeting["last_event_id"] = resume_id
+                self._client_id = resume_id
+            head.append(encode_json_frame(greeting, "connected", resume_id))
+        if plan.lost is not None:
+            head.append(self._history_lost(dict(plan.lost)))
         yield b"".join(head)
-        if self.plan.replay_after is not None:
-            complete = yield from self._replay(self.plan.replay_after)
+        if plan.replay_after is not None:
+            complete = yield from self._replay()
             moved = self._position_after_replay(complete)
             if moved is not None:
                 yield moved
 
-    def _replay(self, after: tuple[int, int]) -> Generator[bytes, None, bool]:
-        """Send what the client missed, page by page. Returns False when it stopped
-        early, at REPLAY_MAX_MESSAGES or because the stream is closing (the client
-        reconnects to continue), True when complete."""
+    def _history_lost(self, lost: dict[str, Any]) -> bytes:
+        self.context.stats.note_history_lost(lost["reason"])
+        if lost["resumes_from"] == "now":
+            lost["resumes_from"] = self.start.event_id
+        return encode_json_frame(lost, "history-lost")
+
+    def _replay(self) -> Generator[bytes, None, bool]:
+        """Send what the client missed, page by page: from the hub's recent history when
+        it still holds the client's position, else from Redis. Returns False when it
+        stopped early, at REPLAY_MAX_MESSAGES or because the stream is closing (the
+        client reconnects to continue), True when complete."""
+        plan = self.plan
         subscription = self.subscription
         position = subscription.position
         stats = self.context.stats
+        recent = self.context.recent
         named = subscription.named
         limit = self.settings.replay_max_messages
         subscribed = frozenset(subscription.topics)
-        key = after
-        while True:
+        if plan.from_memory and recent.covers(plan.epoch, plan.replay_after):
+            pages = _pages(recent.after(plan.replay_after))
+        else:
+            pages = self._pages_from_redis(plan.replay_after, verify=plan.lost is None)
+        for head, entries in pages:
             if subscription.closing is not None:
                 return False
-            entries = self.context.store.read_range(key, REPLAY_PAGE)
-            if not entries:
-                break
             now_ms = time.time() * 1000
-            frames: list[bytes] = []
+            frames: list[bytes] = [head] if head else []
+            replayed = 0
             for entry in entries:
                 last = entry
                 sent = not entry.expired(now_ms) and matches(entry.topics, subscribed)
                 if sent:
                     frames.append(message_frame(entry, named))
+                    replayed += 1
                     self.replayed += 1
                     if self.replayed >= limit:
                         break
-            key = position.key = last.key
+            position.key = last.key
             position.epoch = last.epoch
             self._client_id = last.event_id
             if not sent:
                 # Move the client's Last-Event-ID past the entries it was not sent.
                 frames.append(encode_position(last.event_id, "replay"))
             yield b"".join(frames)
-            replayed = len(frames) - (0 if sent else 1)
             subscription.frames_sent += replayed
             stats.replayed += replayed
             stats.delivered += replayed
@@ -343,10 +391,41 @@ class EventStream:
                 subscription.close(CloseReason.REPLAY_LIMIT,
                                    {"retry_ms": REPLAY_CONTINUE_RETRY_MS, "limit": limit})
                 return False
-            if len(entries) < REPLAY_PAGE:
-                break
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
         return True
+
+    def _pages_from_redis(self, after: tuple[int, int],
+                          verify: bool) -> Iterator[tuple[bytes | None, list[Entry]]]:
+        """Pages of entries after ``after`` from the stream, each with a frame to send
+        before it (or None). With ``verify``, the first page is checked against what
+        the client holds, in case the stream changed since the resume was planned: a
+        history-lost frame comes first when it was recreated (read from its start) or
+        when a trim removed entries the client never saw (each entry names the one
+        written before it)."""
+        key = after
+        head = None
+        while True:
+            entries = self.context.store.read_range(key, REPLAY_PAGE)
+            if not entries:
+                return
+            if verify:
+                verify = False
+                first = entries[0]
+                client_id = Position(self.subscription.position.epoch, *key).event_id
+                if first.epoch != self.subscription.position.epoch:
+                    if key != (0, 0):
+                        key = (0, 0)
+                        entries = self.context.store.read_range(key, REPLAY_PAGE)
+                    head = self._history_lost(
+                        _lost("stream_reset", client_id, entries[0].event_id))
+                elif first.previous is not None and first.previous > key:
+                    head = self._history_lost(
+                        _lost("history_trimmed", client_id, first.event_id))
+            yield head, entries
+            head = None
+            if len(entries) < REPLAY_PAGE:
+                return
+            key = entries[-1].key
 
     def _live_chunk(self, items: list[object]) -> bytes | None:
         """What was waiting in the queue as one chunk: one write however many frames

@@ -4,7 +4,8 @@ The reader (reader.py) hands the hub every batch of entries it reads; ``route`` 
 each entry to the mailbox of every local connection it reaches (the rule of topics.py),
 each at most once, without blocking: a full mailbox closes that connection as a slow
 consumer. ``position`` is how far the hub has routed; a connection registered now gets
-every entry after it and nothing before it (that is what replay is for). A heartbeat
+every entry after it and nothing before it (that is what replay is for, from the
+recent history the hub keeps, or from Redis). A heartbeat
 greenlet offers each connection a heartbeat every HEARTBEAT_INTERVAL seconds.
 """
 
@@ -19,6 +20,7 @@ import gevent
 from ..background import Loop
 from ..settings import Settings
 from .position import Position
+from .recent import RecentHistory
 from .stats import WorkerStats
 from .subscription import CloseReason, Heartbeat, Subscription
 from .topics import TopicIndex
@@ -45,6 +47,11 @@ class Hub:
         self.stats = stats
         self._index: TopicIndex = TopicIndex()
         self.position = Position("0", 0, 0)
+        # What was routed lately, for resumes that need nothing from Redis; never more
+        # than the stream itself keeps, so that no resume depends on which worker it hits.
+        self.recent = RecentHistory(
+            min(settings.recent_history_entries, settings.stream_max_length),
+            settings.recent_history_bytes)
         self._heartbeats = Loop(self._heartbeat, "heartbeats")
         self._closing_all = False
 
@@ -116,8 +123,9 @@ class Hub:
 
     def move_to(self, position: Position) -> None:
         """Route from ``position`` on (the reader found where to read after a start or an
-        outage)."""
+        outage, or the stream was recreated)."""
         self.position = position
+        self.recent.restart(position.epoch, position.key)
 
     def route(self, entries: list) -> int:
         """Offer each entry to every local connection it reaches, once. Returns the number
@@ -138,6 +146,7 @@ class Hub:
             offered += len(targets)
         last = entries[-1]
         self.position = Position(last.epoch, last.ms, last.seq)
+        self.recent.add(entries)
         stats.routed_entries += len(entries)
         stats.offered_frames += offered
         return offered

@@ -140,13 +140,14 @@ class Entry:
         "ms",
         "named_frame",
         "plain_frame",
+        "previous_id",
         "seq",
         "topics",
         "type",
     )
 
     def __init__(self, ms: int, seq: int, epoch: str, topics: tuple[str, ...], type_: str,
-                 body: bytes, expires_at_ms: int) -> None:
+                 body: bytes, expires_at_ms: int, previous_id: bytes | None = None) -> None:
         self.ms = ms
         self.seq = seq
         self.epoch = epoch
@@ -155,6 +156,7 @@ class Entry:
         self.type = type_
         self.body = body
         self.expires_at_ms = expires_at_ms
+        self.previous_id = previous_id  # the ``p`` field, as Redis gave it
         self.named_frame: bytes | None = None
         self.plain_frame: bytes | None = None
 
@@ -165,6 +167,12 @@ class Entry:
     @property
     def key(self) -> tuple[int, int]:
         return (self.ms, self.seq)
+
+    @property
+    def previous(self) -> tuple[int, int] | None:
+        """The key of the entry written just before this one (None for an entry written
+        before entries named it)."""
+        return None if self.previous_id is None else parse_stream_id(self.previous_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,4 +359,5 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         type_=type_,
         body=fields.get(b"m", b"{}"),
         expires_at_ms=int(expires),
+        previous_id=fields.get(b"p"),
     )

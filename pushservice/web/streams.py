@@ -34,7 +34,8 @@ class Streams:
         self.hub = engine.hub
         self.registry = registry
         self.budget = budget
-        self.context = StreamContext(engine.settings, engine.store, engine.stats, self.close)
+        self.context = StreamContext(engine.settings, engine.store, engine.stats,
+                                     engine.hub.recent, self.close)
 
     def open(self, topics: Sequence[str], *, kind: str = "stream", user: str | None = None,
              named: bool = True, last_event_id: str | None = None,
@@ -50,7 +51,7 @@ class Streams:
         if not self.engine.reader.ready.wait(READY_WAIT_SECONDS):
             raise ServiceUnavailableError("The worker is not connected to Redis yet.",
                                           retry_after=2, code="not_ready")
-        plan = plan_resume(last_event_id, self.engine.store.stream_info)
+        plan = plan_resume(last_event_id, self.hub.recent, self.engine.store.stream_info)
         subscription = Subscription(tuple(topics),
                                     queue_size or self.settings.connection_queue_size,
                                     named=named, kind=kind, user=user)

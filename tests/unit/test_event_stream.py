@@ -24,6 +24,7 @@ from pushservice.engine.event_stream import (
 )
 from pushservice.engine.hub import Hub
 from pushservice.engine.position import Position, parse_event_id
+from pushservice.engine.recent import RecentHistory
 from pushservice.engine.stats import WorkerStats
 from pushservice.engine.subscription import CloseReason, Heartbeat, Subscription
 from pushservice.errors import StoreUnavailableError
@@ -59,18 +60,22 @@ def info(first=None, last=None, epoch=EP, length=None) -> StreamInfo:
     return StreamInfo(epoch, length, first_key, last_key)
 
 
+# A hub that keeps no recent history: every resume asks Redis.
+NOWHERE = RecentHistory(0, 0)
+
+
 def never_called() -> StreamInfo:
     raise AssertionError("stream info was not needed")
 
 
 def test_fresh_connection_is_live_only():
-    assert plan_resume(None, never_called) == ResumePlan(None)
+    assert plan_resume(None, NOWHERE, never_called) == ResumePlan(None)
 
 
 @pytest.mark.parametrize("last_event_id", ["", "garbage", "12345", "ep1-5", "ep1-5-0\nx",
                                            "ep1-a-0"])
 def test_malformed_last_event_id_is_told_and_goes_live(last_event_id):
-    plan = plan_resume(last_event_id, never_called)
+    plan = plan_resume(last_event_id, NOWHERE, never_called)
 
     assert plan.replay_after is None
     assert plan.lost == {"reason": "malformed_last_event_id", "last_event_id": last_event_id,
@@ -78,7 +83,7 @@ def test_malformed_last_event_id_is_told_and_goes_live(last_event_id):
 
 
 def test_id_of_another_epoch_replays_the_new_stream_from_its_start():
-    plan = plan_resume(event_id(5, "old"), lambda: info(first=10, last=20))
+    plan = plan_resume(event_id(5, "old"), NOWHERE, lambda: info(first=10, last=20))
 
     assert plan.replay_after == (0, 0)
     assert plan.lost == {"reason": "stream_reset", "last_event_id": event_id(5, "old"),
@@ -86,7 +91,7 @@ def test_id_of_another_epoch_replays_the_new_stream_from_its_start():
 
 
 def test_id_of_another_epoch_with_a_lost_stream_resumes_now():
-    plan = plan_resume(event_id(5, "old"), lambda: info(epoch=None))
+    plan = plan_resume(event_id(5, "old"), NOWHERE, lambda: info(epoch=None))
 
     assert plan.replay_after == (0, 0)
     assert plan.lost["reason"] == "stream_reset"
@@ -94,7 +99,7 @@ def test_id_of_another_epoch_with_a_lost_stream_resumes_now():
 
 
 def test_id_from_the_future_goes_live_and_says_so():
-    plan = plan_resume(event_id(99), lambda: info(first=10, last=20))
+    plan = plan_resume(event_id(99), NOWHERE, lambda: info(first=10, last=20))
 
     assert plan.replay_after is None
     assert plan.lost["reason"] == "unknown_position"
@@ -102,7 +107,7 @@ def test_id_from_the_future_goes_live_and_says_so():
 
 
 def test_id_of_the_current_epoch_on_a_missing_stream_is_unknown():
-    plan = plan_resume(event_id(5), lambda: info())
+    plan = plan_resume(event_id(5), NOWHERE, lambda: info())
 
     assert plan.replay_after is None
     assert plan.lost["reason"] == "unknown_position"
@@ -110,8 +115,8 @@ def test_id_of_the_current_epoch_on_a_missing_stream_is_unknown():
 
 @pytest.mark.parametrize("resume_at", [10, 15, 20])
 def test_kept_position_replays_after_it(resume_at):
-    assert plan_resume(event_id(resume_at), lambda: info(first=10, last=20)) == (
-        ResumePlan(key(resume_at)))
+    assert plan_resume(event_id(resume_at), NOWHERE, lambda: info(first=10, last=20)) == (
+        ResumePlan(key(resume_at), epoch=EP))
 
 
 # Lost-history detection, on what real servers of each version reported after real
@@ -138,8 +143,9 @@ def test_a_trimmed_position_is_told_and_replays_what_is_kept(version, scenario):
     assert first > 1, "the recording trimmed nothing"
 
     for event_id in published[:first - 1]:
-        plan = plan_resume(event_id, lambda: info)
-        assert plan.replay_after == (0, 0)
+        plan = plan_resume(event_id, NOWHERE, lambda: info)
+        # It replays what the stream holds after the client's position: the oldest kept.
+        assert plan.replay_after == parse_event_id(event_id).key
         assert plan.lost == {"reason": "history_trimmed", "last_event_id": event_id,
                              "resumes_from": published[first]}
 
@@ -152,8 +158,8 @@ def test_the_last_trimmed_position_lost_nothing(version, scenario):
     published, info = recorded(version, scenario)
     last_removed = published[first_kept(published, info) - 1]
 
-    assert plan_resume(last_removed, lambda: info) == ResumePlan(
-        parse_event_id(last_removed).key)
+    assert plan_resume(last_removed, NOWHERE, lambda: info) == ResumePlan(
+        parse_event_id(last_removed).key, epoch=parse_event_id(last_removed).epoch)
 
 
 @pytest.mark.parametrize("scenario", ["trimmed_by_length", "trimmed_by_age", "untrimmed"])
@@ -162,7 +168,9 @@ def test_a_kept_position_resumes_after_it(version, scenario):
     published, info = recorded(version, scenario)
 
     for event_id in published[first_kept(published, info):]:
-        assert plan_resume(event_id, lambda: info) == ResumePlan(parse_event_id(event_id).key)
+        position = parse_event_id(event_id)
+        assert plan_resume(event_id, NOWHERE, lambda: info) == ResumePlan(
+            position.key, epoch=position.epoch)
 
 
 @pytest.mark.parametrize("version", sorted(REPLIES))
@@ -171,7 +179,7 @@ def test_a_client_that_joined_before_the_first_message_lost_nothing(version):
     published, info = recorded(version, "untrimmed")
     epoch = published[0].split("-")[0]
 
-    assert plan_resume(f"{epoch}-0-0", lambda: info) == ResumePlan((0, 0))
+    assert plan_resume(f"{epoch}-0-0", NOWHERE, lambda: info) == ResumePlan((0, 0), epoch=epoch)
 
 
 @pytest.mark.parametrize("version", sorted(REPLIES))
@@ -180,11 +188,12 @@ def test_everything_removed_is_told_and_goes_live(version):
     assert info.first is None
 
     for event_id in published[:-1]:
-        plan = plan_resume(event_id, lambda: info)
+        plan = plan_resume(event_id, NOWHERE, lambda: info)
         assert plan.lost["reason"] == "history_trimmed"
         assert plan.lost["resumes_from"] == "now"
-    assert plan_resume(published[-1], lambda: info) == ResumePlan(
-        parse_event_id(published[-1]).key)
+    newest = parse_event_id(published[-1])
+    assert plan_resume(published[-1], NOWHERE, lambda: info) == ResumePlan(
+        newest.key, epoch=newest.epoch)
 
 
 @pytest.mark.parametrize("version", [v for v in sorted(REPLIES) if int(v.split(".")[0]) >= 7])
@@ -194,17 +203,18 @@ def test_an_entry_deleted_by_hand_is_told_on_redis_7(version):
     position = published.index(deleted)
 
     for event_id in published[:position]:
-        assert plan_resume(event_id, lambda: info).lost["reason"] == "history_trimmed"
+        assert plan_resume(event_id, NOWHERE, lambda: info).lost["reason"] == "history_trimmed"
     for event_id in published[position:]:
-        assert plan_resume(event_id, lambda: info).lost is None
+        assert plan_resume(event_id, NOWHERE, lambda: info).lost is None
 
 
 def test_an_entry_written_before_predecessors_were_recorded_is_taken_as_lost():
     # A first kept entry without ``p`` (written by an older version): no silent gap.
     kept = StreamInfo(EP, 11, key(10), key(20))
-    assert plan_resume(event_id(5), lambda: kept).lost["reason"] == "history_trimmed"
+    assert plan_resume(event_id(5), NOWHERE, lambda: kept).lost["reason"] == "history_trimmed"
     never_trimmed = StreamInfo(EP, 11, key(10), key(20), entries_added=11)
-    assert plan_resume(event_id(5), lambda: never_trimmed) == ResumePlan(key(5))
+    assert plan_resume(event_id(5), NOWHERE, lambda: never_trimmed) == ResumePlan(
+        key(5), epoch=EP)
 
 
 def test_store_unavailable_while_planning_propagates():
@@ -212,7 +222,7 @@ def test_store_unavailable_while_planning_propagates():
         raise StoreUnavailableError("Redis is unavailable")
 
     with pytest.raises(StoreUnavailableError):
-        plan_resume(event_id(5), down)
+        plan_resume(event_id(5), NOWHERE, down)
 
 
 # -- event streams ----------------------------------------------------------------------
@@ -297,7 +307,7 @@ def open_stream(settings, sse):
             if on_close is not None:
                 on_close(stream)
 
-        context = StreamContext(settings, store, stats, closed)
+        context = StreamContext(settings, store, stats, hub.recent, closed)
         stream = EventStream(context, subscription, start, plan or ResumePlan(None),
                              **options)
         streams.append(stream)
@@ -394,6 +404,88 @@ def test_replay_then_live_without_duplicates_at_the_seam(open_stream):
     assert client.parsed.last_event_id == event_id(9)
 
 
+def test_a_resume_close_to_now_is_served_from_memory_without_redis(open_stream, settings):
+    client = open_stream(hub_at=0, last_event_id=event_id(2))
+    client.hub.route([entry(n) for n in range(1, 6)])  # the hub keeps what it routed
+    plan = plan_resume(event_id(2), client.hub.recent, never_called)
+    assert plan.from_memory
+    resumed = open_stream(plan=plan, hub_at=None, last_event_id=event_id(2))
+    resumed.hub.move_to(client.hub.position)
+    resumed.hub.recent = client.hub.recent
+    resumed.stream.context = event_stream.StreamContext(
+        settings, resumed.store, resumed.stats, client.hub.recent, lambda stream: None)
+
+    resumed.next()  # greeting
+    resumed.next()  # replay
+
+    assert resumed.numbers() == [3, 4, 5]
+    assert resumed.store.reads == 0
+    assert resumed.parsed.last_event_id == event_id(5)
+
+
+def test_a_memory_resume_whose_history_moved_on_reads_redis(open_stream):
+    stored = [entry(n) for n in range(1, 6)]
+    # Planned from memory, but the hub no longer has it.
+    plan = ResumePlan(key(2), epoch=EP, from_memory=True, last_event_id=event_id(2))
+
+    client = open_stream(plan=plan, entries=stored, hub_at=5, last_event_id=event_id(2))
+    client.next()
+    client.next()
+
+    assert client.numbers() == [3, 4, 5]
+    assert client.store.reads >= 1
+
+
+def test_a_resume_ahead_of_this_workers_reader_never_moves_the_client_back(open_stream):
+    # The client saw 7 on another worker; this worker's reader has only routed up to 4,
+    # and nothing follows 7 in the stream yet.
+    stored = [entry(n) for n in range(1, 8)]
+    client = open_stream(plan=ResumePlan(key(7), epoch=EP), entries=stored, hub_at=4,
+                         last_event_id=event_id(7))
+
+    client.next()  # greeting: the client's own position
+    assert client.parsed.last_event_id == event_id(7)
+    client.hub.route([entry(5), entry(6), entry(7)])  # the reader catches up
+    client.hub.route([entry(8)])
+    client.stream.subscription.offer(Heartbeat(Position(EP, *key(6))))
+    chunk = client.next()  # the replay found nothing after 7: the live frames
+
+    assert client.numbers() == [8]  # exactly what follows 7
+    assert client.parsed.last_event_id == event_id(8)
+    assert b"id: " + event_id(6).encode() not in chunk
+
+
+def test_a_trim_after_planning_is_told_at_replay(open_stream):
+    # Planned as intact, but by the time of the replay the entries after 2 were trimmed:
+    # the first kept one names 4 as the entry before it.
+    kept = [Entry(T0 + 5, 0, EP, ("user:u1",), "progress", b'{"n":5}', 0,
+                  previous_id=f"{T0 + 4}-0".encode())]
+    client = open_stream(plan=ResumePlan(key(2), epoch=EP), entries=kept, hub_at=5,
+                         last_event_id=event_id(2))
+
+    client.next()
+    client.next()
+
+    (lost,) = client.events("history-lost")
+    assert json.loads(lost.data) == {"reason": "history_trimmed", "last_event_id": event_id(2),
+                                     "resumes_from": event_id(5)}
+    assert client.numbers() == [5]
+    assert client.stats.history_lost == 1
+
+
+def test_no_trim_is_told_when_the_first_entry_follows_the_client(open_stream):
+    kept = [Entry(T0 + 3, 0, EP, ("user:u1",), "progress", b'{"n":3}', 0,
+                  previous_id=f"{T0 + 2}-0".encode())]
+    client = open_stream(plan=ResumePlan(key(2), epoch=EP), entries=kept, hub_at=3,
+                         last_event_id=event_id(2))
+
+    client.next()
+    client.next()
+
+    assert client.events("history-lost") == []
+    assert client.numbers() == [3]
+
+
 def test_replay_sends_only_what_the_connection_subscribes_to(open_stream):
     now_ms = int(time.time() * 1000)
     stored = [entry(1), entry(2, "user:u2"), entry(3, "*"),
@@ -436,7 +528,7 @@ def test_replay_cap_closes_with_replay_limit_and_resuming_continues(open_stream,
     assert client.parsed.retry == REPLAY_CONTINUE_RETRY_MS
     # The browser reconnects with the id of the last replayed message and gets the rest.
     resumed_from = client.parsed.last_event_id
-    plan = plan_resume(resumed_from, FakeStore(stored).stream_info)
+    plan = plan_resume(resumed_from, NOWHERE, FakeStore(stored).stream_info)
     again = open_stream(plan=plan, entries=stored, settings=capped)
     again.rest()
     assert again.numbers() == [4, 5, 6]
@@ -555,7 +647,7 @@ def test_closing_during_a_replay_stops_it_where_the_client_can_resume(open_strea
     assert client.numbers() == [1, 2]
     assert client.events("closing")
     assert client.parsed.last_event_id == event_id(2)
-    again = open_stream(plan=plan_resume(client.parsed.last_event_id,
+    again = open_stream(plan=plan_resume(client.parsed.last_event_id, NOWHERE,
                                          FakeStore(stored).stream_info), entries=stored)
     for _ in range(4):  # greeting, then three pages
         again.next()
@@ -632,7 +724,7 @@ def test_no_message_is_delivered_after_the_token_expired(open_stream):
 
 def test_history_lost_is_told_in_band_before_the_replay(open_stream):
     stored = [entry(n) for n in range(10, 13)]
-    plan = plan_resume(event_id(5, "old"), FakeStore(stored).stream_info)
+    plan = plan_resume(event_id(5, "old"), NOWHERE, FakeStore(stored).stream_info)
     client = open_stream(plan=plan, entries=stored)
 
     client.next()
@@ -646,7 +738,7 @@ def test_history_lost_is_told_in_band_before_the_replay(open_stream):
 
 
 def test_history_lost_now_names_the_position_the_stream_starts_at(open_stream):
-    plan = plan_resume("not-an-id", never_called)
+    plan = plan_resume("not-an-id", NOWHERE, never_called)
     client = open_stream(plan=plan, hub_at=7)
 
     client.next()
@@ -659,7 +751,7 @@ def test_history_lost_now_names_the_position_the_stream_starts_at(open_stream):
 def test_history_lost_is_told_once_even_when_nothing_is_left_to_replay(open_stream):
     stale = event_id(5, "old")
     store = FakeStore([])  # the stream was recreated and is still empty
-    plan = plan_resume(stale, store.stream_info)
+    plan = plan_resume(stale, NOWHERE, store.stream_info)
     client = open_stream(plan=plan, last_event_id=stale)
     client.next()
     client.stream.subscription.close(CloseReason.SHUTDOWN, {"retry_ms": 100})
@@ -667,7 +759,7 @@ def test_history_lost_is_told_once_even_when_nothing_is_left_to_replay(open_stre
     assert [e.type for e in client.parsed.events] == ["connected", "history-lost", "closing"]
 
     # The browser reconnects with the last event id it holds.
-    again = plan_resume(client.parsed.last_event_id, store.stream_info)
+    again = plan_resume(client.parsed.last_event_id, NOWHERE, store.stream_info)
 
     assert again.lost is None
 

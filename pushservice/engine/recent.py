@@ -1,0 +1,85 @@
+"""The entries this worker routed most recently, kept in memory for resumes.
+
+After a deploy or a network blip every client comes back at once, nearly all of them
+with a Last-Event-ID a few seconds old. Replaying what they missed from Redis would cost
+a round trip (or several) per client in the same second; the hub already had every one
+of those entries in hand, so it keeps the newest of them. A resume whose position lies
+inside what is kept is served from memory, with no Redis call at all.
+
+What is kept is contiguous: every entry of the stream after ``floor`` up to the newest
+routed one, whatever its topics. It is bounded in entries and in bytes (of message
+bodies); the oldest go first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+
+from ..store import Entry
+
+
+class RecentHistory:
+    """Every entry after ``floor`` (an (ms, seq) key of ``epoch``) that the hub routed,
+    oldest first, at most ``max_entries`` of them and ``max_bytes`` of bodies."""
+
+    __slots__ = ("_bytes", "_entries", "epoch", "floor", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: deque[Entry] = deque()
+        self._bytes = 0
+        self.epoch = "0"
+        self.floor: tuple[int, int] = (0, 0)
+
+    def restart(self, epoch: str, key: tuple[int, int]) -> None:
+        """Forget everything: the hub routes from ``key`` of ``epoch`` on."""
+        self._entries.clear()
+        self._bytes = 0
+        self.epoch = epoch
+        self.floor = key
+
+    def add(self, entries: list[Entry]) -> None:
+        """Keep a routed batch (in stream order, following what is kept)."""
+        if not self.max_entries:
+            if entries:
+                self.floor = entries[-1].key
+                self.epoch = entries[-1].epoch
+            return
+        kept = self._entries
+        for entry in entries:
+            if entry.epoch != self.epoch:
+                self.restart(entry.epoch, (0, 0))
+            kept.append(entry)
+            self._bytes += len(entry.body)
+        while kept and (len(kept) > self.max_entries or self._bytes > self.max_bytes):
+            oldest = kept.popleft()
+            self._bytes -= len(oldest.body)
+            self.floor = oldest.key
+
+    def covers(self, epoch: str, key: tuple[int, int]) -> bool:
+        """Whether everything after ``key`` of ``epoch`` up to the newest routed entry is
+        kept (so a client there can be resumed from memory)."""
+        if epoch != self.epoch or key < self.floor:
+            return False
+        newest = self._entries[-1].key if self._entries else self.floor
+        return key <= newest
+
+    def after(self, key: tuple[int, int]) -> list[Entry]:
+        """The kept entries newer than ``key``, oldest first (call ``covers`` first).
+        Resumes are mostly near the newest entry, so this looks from the end."""
+        kept = self._entries
+        count = 0
+        for entry in reversed(kept):
+            if entry.key <= key:
+                break
+            count += 1
+        return list(islice(reversed(kept), count))[::-1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
