@@ -71,6 +71,11 @@ class PushMetrics:
         self.replayed_frames = Counter(
             "message_push_replayed_frames", "Frames sent by resumes (Last-Event-ID).",
             registry=r)
+        self.stream_refusals = Counter(
+            "message_push_stream_refusals",
+            "Stream requests answered with a short stream that says when to come back, by "
+            "reason (capacity, not ready, Redis unavailable, the user's limit).",
+            ["reason"], registry=r)
         self.history_lost = Counter(
             "message_push_history_lost", "history-lost events sent, by reason.",
             ["reason"], registry=r)

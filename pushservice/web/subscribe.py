@@ -2,18 +2,25 @@
 
 Before a stream starts: a token (401; from the Authorization header, ``?token=`` or the
 auth cookie), valid names and options (400), permission for every topic (403, naming
-the refused ones), capacity (503). A stream ends by itself when its token expires, with a
-``closing`` frame whose reason is ``token_expired``.
+the refused ones). Those refusals are JSON errors: time will not cure them. A refusal
+that time will cure (the instance is full, the worker not ready, Redis unavailable, the
+user's own limit) is a short ``200 text/event-stream`` instead: a browser's EventSource
+gives up for good on any other status, but after a stream that ends it comes back by
+itself. A stream ends by itself when its token expires, with a ``closing`` frame whose
+reason is ``token_expired``.
 """
 
 from __future__ import annotations
+
+import random
 
 from flask import Blueprint, Response, request
 
 from ..auth import Principal, authenticate
 from ..engine.hangup import client_fd
+from ..engine.sse import encode_json_frame
 from ..engine.topics import is_valid_name, keyed_topic, service_topic, user_topic
-from ..errors import BadRequestError
+from ..errors import BadRequestError, RetryLaterError
 from ..message import printable
 from ..settings import FLAG_WORDS
 from .extension import push_service
@@ -111,6 +118,28 @@ def _open_stream(principal: Principal, kind: str, topics: list[str],
         remote_addr=request.remote_addr, user_agent=printable(request.user_agent.string))
     response = EventStreamResponse(stream, headers=_STREAM_HEADERS, direct_passthrough=True)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    return response
+
+
+REFUSED_HEADER = "Pushservice-Refused"
+
+
+@bp.errorhandler(RetryLaterError)
+def refuse_for_now(error: RetryLaterError) -> Response:
+    """A refusal that will pass, as a stream that says why and when to come back (after
+    ``Retry-After`` with jitter, so that a refused crowd does not return all at once),
+    then ends. Non-browser clients read the reason in ``Pushservice-Refused`` too."""
+    retry_ms = int(error.retry_after * 1000 * random.uniform(0.5, 1.5))
+    payload = {"reason": error.code, "retry_ms": retry_ms, "message": error.message,
+               "refused": True}
+    if error.details is not None:
+        payload["details"] = error.details
+    push_service().metrics.stream_refusals.labels(error.code).inc()
+    response = Response(encode_json_frame(payload, "closing", retry_ms=retry_ms),
+                        headers=_STREAM_HEADERS)
+    response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    response.headers["Retry-After"] = str(max(1, round(retry_ms / 1000)))
+    response.headers[REFUSED_HEADER] = error.code
     return response
 
 
