@@ -11,6 +11,7 @@ import httpx
 from .batching import AsyncBatcher
 from .client import CONNECTIONS_PATH, ClientOptions, connections_params
 from .config import MAX_BATCH_SIZE, RetryPolicy, TokenSource
+from .errors import PushError
 from .helpers import MessageHelpers
 from .messages import Published, with_id
 from .protocol import (
@@ -82,6 +83,34 @@ class AsyncPushClient(MessageHelpers):
             answer = await self._call(Request("POST", BATCH_PATH, body))
             results.extend(Published.from_json(result) for result in answer["results"])
         return results
+
+    async def send_many(self, messages: Iterable[Mapping[str, Any]]
+                  ) -> list[Published | PushError]:
+        """Publish many messages in order, each judged on its own: returns, per message,
+        its Published or its own error (a bad message does not stop the others).
+
+        Messages go in batches of ``max_batch_size``, one batch at a time (so they are
+        published in order); a refused batch is resent without the messages the
+        service names, as ``send()`` does.
+        """
+        options = self.options
+        outcomes = [Outcome(with_id(message), 0.0) for message in messages]
+
+        def settle(settled: Any) -> None:
+            for item, result, error in settled:
+                item.result, item.error = result, error
+
+        size = options.max_batch[0]
+        for start in range(0, len(outcomes), size):
+            group = outcomes[start:start + size]
+            deadline_at = time.monotonic() + options.retry.deadline
+            for item in group:
+                item.deadline_at = deadline_at
+            flow = batch_flow(group, options.retry, options.token, settle,
+                              max_batch=options.max_batch, timeout=options.request_timeout)
+            await drive_async(flow, self._http, options.token)
+        return [item.result if item.error is None else item.error  # type: ignore[misc]
+                for item in outcomes]
 
     def subscribe(self, *, user: str | None = None, channels: str | Sequence[str] | None = None,
                   service: str | None = None, session_id: str | None = None,

@@ -19,8 +19,10 @@ under load batches grow by themselves and a caller never waits for a timer.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,7 +127,8 @@ class ThreadBatcher:
         self._concurrency = Concurrency()
         self._threads: list[threading.Thread] = []
         self._closed = False
-        self._pid = 0
+        self._running = False
+        _BATCHERS.add(self)
 
     def submit(self, message: dict[str, Any], deadline_at: float, wait_limit: float) -> Published:
         """Queue ``message`` and block until it is published; returns its result or
@@ -135,7 +138,8 @@ class ThreadBatcher:
         with self._lock:
             if self._closed:
                 raise ClientClosedError("the client is closed")
-            self._start_senders()
+            if not self._running:
+                self._start_senders()
             queue = self._queue
             queue.append(item)
             if len(queue) == 1:
@@ -163,16 +167,21 @@ class ThreadBatcher:
         return expected > 0 and len(self._queue) + self._in_flight >= expected
 
     def _start_senders(self) -> None:
-        import os
-
-        if self._pid != os.getpid():  # after a fork the parent's threads are not here
-            self._pid = os.getpid()
-            self._threads = []
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         while len(self._threads) < self.max_in_flight:
             thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._running = True
+
+    def _forget_senders(self) -> None:
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._collecting = threading.Lock()
+        self._threads = []
+        self._running = False
+        self._in_flight = 0
+        self._queue = []  # their callers are threads of the parent
 
     def _run(self) -> None:
         while True:
@@ -216,6 +225,19 @@ class ThreadBatcher:
         for item, result, error in outcomes:
             item.result, item.error = result, error
             item.wake()  # type: ignore[attr-defined]
+
+
+# After a fork the parent's sender threads do not exist in the child: each batcher
+# starts its own again on first use there.
+_BATCHERS: weakref.WeakSet[ThreadBatcher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for batcher in list(_BATCHERS):
+        batcher._forget_senders()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _settled(item: Outcome) -> bool:

@@ -19,6 +19,7 @@ from .config import (
     resolve_url,
     user_agent,
 )
+from .errors import PushError
 from .helpers import MessageHelpers
 from .messages import Published, with_id
 from .protocol import (
@@ -59,13 +60,10 @@ class ClientOptions:
         self.max_batch = [max_batch_size]  # shared with batch_flow, which may lower it
         self.max_in_flight = max_in_flight
         self.batching = batching
-
-    @property
-    def request_timeout(self) -> float:
-        """The longest single wait of one request, in seconds."""
-        values = [self.timeout.connect, self.timeout.read, self.timeout.write,
-                  self.timeout.pool]
-        return max(value for value in values if value is not None)
+        # The longest single wait of one request, in seconds.
+        waits = (self.timeout.connect, self.timeout.read, self.timeout.write,
+                 self.timeout.pool)
+        self.request_timeout = max(wait for wait in waits if wait is not None)
 
     def http_options(self) -> dict[str, Any]:
         """Keyword arguments for httpx.Client/AsyncClient."""
@@ -171,6 +169,34 @@ class PushClient(MessageHelpers):
             answer = self._call(Request("POST", BATCH_PATH, body))
             results.extend(Published.from_json(result) for result in answer["results"])
         return results
+
+    def send_many(self, messages: Iterable[Mapping[str, Any]]
+                  ) -> list[Published | PushError]:
+        """Publish many messages in order, each judged on its own: returns, per message,
+        its Published or its own error (a bad message does not stop the others).
+
+        Messages go in batches of ``max_batch_size``, one batch at a time (so they are
+        published in order); a refused batch is resent without the messages the
+        service names, as ``send()`` does.
+        """
+        options = self.options
+        outcomes = [Outcome(with_id(message), 0.0) for message in messages]
+
+        def settle(settled: Any) -> None:
+            for item, result, error in settled:
+                item.result, item.error = result, error
+
+        size = options.max_batch[0]
+        for start in range(0, len(outcomes), size):
+            group = outcomes[start:start + size]
+            deadline_at = time.monotonic() + options.retry.deadline
+            for item in group:
+                item.deadline_at = deadline_at
+            flow = batch_flow(group, options.retry, options.token, settle,
+                              max_batch=options.max_batch, timeout=options.request_timeout)
+            drive_sync(flow, self._http, options.token)
+        return [item.result if item.error is None else item.error  # type: ignore[misc]
+                for item in outcomes]
 
     # -- subscribing ------------------------------------------------------------------------
 

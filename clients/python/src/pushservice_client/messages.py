@@ -58,16 +58,16 @@ class MessageIds:
     """
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self._renew()
+        # A forked worker must not repeat its parent's ids.
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
 
     def next(self) -> str:
         """A new id (thread-safe: ``itertools.count`` advances atomically)."""
-        if self._pid != os.getpid():  # a forked worker must not repeat its parent's ids
-            self._pid = os.getpid()
-            self._prefix = os.urandom(6).hex()
-            self._counter = itertools.count(1)
         return f"msg_{int(time.time())}_{self._prefix}_{next(self._counter)}"
 
 
