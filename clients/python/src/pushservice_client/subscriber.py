@@ -316,7 +316,7 @@ class Subscription:
             self._wait = state.refusal(response.status_code, response.headers, body)
             return
         self._response = response
-        self._chunks = response.iter_raw()
+        self._chunks = response.iter_bytes()
 
 
 class AsyncSubscription:
@@ -412,7 +412,7 @@ class AsyncSubscription:
             self._wait = state.refusal(response.status_code, response.headers, body)
             return
         self._response = response
-        self._chunks = response.aiter_raw()
+        self._chunks = response.aiter_bytes()
 
 
 __all__ = [
