@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-
 from pushservice_client import AsyncPushClient, BadRequestError, PushClient, UnavailableError
 from pushservice_client.batching import Concurrency
 

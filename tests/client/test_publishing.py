@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-
 from pushservice_client import (
     AsyncPushClient,
     AuthenticationError,
@@ -31,9 +30,9 @@ BATCH = "/api/v1/messages/batch"
 
 def test_an_error_carries_the_services_code_message_details_status_and_retry_after(fake):
     fake.answer_next(error_response(403, "topic_forbidden", [{"topic": "user:9"}]))
-    with PushClient("http://push", transport=fake.transport, batching=False) as client:
-        with pytest.raises(PermissionDeniedError) as caught:
-            client.send(message())
+    client = PushClient("http://push", transport=fake.transport, batching=False)
+    with client, pytest.raises(PermissionDeniedError) as caught:
+        client.send(message())
     error = caught.value
     assert (error.status, error.code, error.message) == (403, "topic_forbidden",
                                                          "topic_forbidden happened")
@@ -44,9 +43,9 @@ def test_an_error_carries_the_services_code_message_details_status_and_retry_aft
 
 def test_a_body_that_is_not_the_services_json_still_gives_a_readable_error(fake):
     fake.answer_next(httpx.Response(404, text="<html>nginx: not found</html>"))
-    with PushClient("http://push", transport=fake.transport, batching=False) as client:
-        with pytest.raises(Exception) as caught:
-            client.send(message())
+    client = PushClient("http://push", transport=fake.transport, batching=False)
+    with client, pytest.raises(Exception) as caught:
+        client.send(message())
     assert caught.value.code == "http_404"
     assert "nginx" in caught.value.message
 
@@ -83,9 +82,9 @@ def test_connection_errors_and_timeouts_are_retried(fake):
 
 
 def test_a_400_is_not_retried(fake):
-    with PushClient("http://push", transport=fake.transport, batching=False) as client:
-        with pytest.raises(BadRequestError) as caught:
-            client.send({**message(), "type": "nonsense"})
+    client = PushClient("http://push", transport=fake.transport, batching=False)
+    with client, pytest.raises(BadRequestError) as caught:
+        client.send({**message(), "type": "nonsense"})
     assert caught.value.code == "validation_failed"
     assert len(fake.requests) == 1
 
@@ -109,9 +108,8 @@ def test_retries_stop_at_the_deadline_with_the_last_error(fake):
 def test_a_deadline_of_0_means_one_attempt(fake):
     fake.answer_next(error_response(429, "rate_limited", headers={"Retry-After": "1"}))
     with PushClient("http://push", transport=fake.transport, batching=False,
-                    deadline=0) as client:
-        with pytest.raises(RateLimitedError) as caught:
-            client.send(message())
+                    deadline=0) as client, pytest.raises(RateLimitedError) as caught:
+        client.send(message())
     assert caught.value.retry_after == 1.0
     assert len(fake.requests) == 1
 
@@ -160,9 +158,8 @@ def test_a_token_callable_is_asked_again_after_a_401(fake):
 def test_a_static_token_that_is_refused_raises_at_once(fake):
     fake.answer_next(error_response(401, "invalid_token"))
     with PushClient("http://push", token="bad", transport=fake.transport,
-                    batching=False) as client:
-        with pytest.raises(AuthenticationError):
-            client.send(message())
+                    batching=False) as client, pytest.raises(AuthenticationError):
+        client.send(message())
     assert len(fake.requests) == 1
 
 
@@ -204,9 +201,9 @@ def test_broadcast_and_batch_use_their_endpoints(fake):
 
 
 def test_batch_is_all_or_nothing_like_the_service(fake):
-    with PushClient("http://push", transport=fake.transport) as client:
-        with pytest.raises(BadRequestError) as caught:
-            client.batch([message(0), {**message(1), "type": "bad"}])
+    client = PushClient("http://push", transport=fake.transport)
+    with client, pytest.raises(BadRequestError) as caught:
+        client.batch([message(0), {**message(1), "type": "bad"}])
     assert caught.value.details[0]["index"] == 1
 
 
@@ -244,7 +241,7 @@ def test_the_async_client_has_the_same_api_and_retries(fake):
             stats = await client.stats()
             return first, many, broadcast, batch, stats
 
-    first, many, broadcast, batch, stats = asyncio.run(run())
+    first, many, _broadcast, batch, stats = asyncio.run(run())
     assert first.event_id and len(many) == 20 and len(batch) == 2
     assert len({result.id for result in many}) == 20
     assert stats["path"] == "/api/v1/connections/stats"

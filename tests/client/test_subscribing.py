@@ -10,7 +10,6 @@ from collections import deque
 
 import httpx
 import pytest
-
 from pushservice_client import (
     AsyncPushClient,
     AuthenticationError,
@@ -200,9 +199,9 @@ def test_a_503_or_429_on_a_stream_is_retried_after_retry_after(status, code):
 ])
 def test_refusals_that_time_does_not_cure_are_raised(status, code, error):
     streams = Streams(error_response(status, code))
-    with _client(streams, token="t") as client, client.subscribe(user="u") as subscription:
-        with pytest.raises(error) as caught:
-            next(subscription)
+    with _client(streams, token="t") as client, client.subscribe(user="u") as subscription, \
+            pytest.raises(error) as caught:
+        next(subscription)
     assert caught.value.code == code
     assert len(streams.requests) == 1
 
@@ -288,7 +287,6 @@ def test_giving_up_on_a_refusal_stream_raises_what_the_service_said():
                                   "message": "full", "refused": True}))
     streams = Streams(refusal)
     with _client(streams) as client, client.subscribe(user="u", max_attempts=1) \
-            as subscription:
-        with pytest.raises(UnavailableError) as caught:
-            next(subscription)
+            as subscription, pytest.raises(UnavailableError) as caught:
+        next(subscription)
     assert caught.value.code == "too_many_connections"
