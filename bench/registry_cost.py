@@ -64,7 +64,7 @@ def _measure(connections: int, port: int) -> dict:
     memory_before = client.info("memory")["used_memory"]
     started = time.perf_counter()
     for record in records:
-        store.admit(record, record["user"], 20, 30.0)
+        store.admit([(record, record["user"])], 20, 30.0)
     admit = (time.perf_counter() - started) / connections
     memory_per_connection = (client.info("memory")["used_memory"] - memory_before) / connections
     unchanged = [(r["connection_id"], r["user"], {}) for r in records]
@@ -80,7 +80,7 @@ def _measure(connections: int, port: int) -> dict:
     renew_changed = _per_call(lambda: store.renew(changed, 30.0), 5) / connections
     started = time.perf_counter()
     for record in records:
-        store.remove(record["connection_id"], record["user"])
+        store.remove([(record["connection_id"], record["user"])])
     remove = (time.perf_counter() - started) / connections
     return {
         "connections": connections,

@@ -1,58 +1,87 @@
-"""Group commit: concurrent publishes of one worker share Redis round trips.
+"""Group commit: concurrent calls of one worker share Redis round trips.
 
-With nothing in flight, a publish is written at once: no added latency. Publishes that
-arrive while a write is in flight wait for it, then all of them go to Redis together in
-one script call (still all-or-nothing, still idempotent when retried). Each caller gets
-exactly its own results, or the error of the write that carried its messages.
+With nothing in flight, a call is written at once by its own greenlet: no added latency.
+Calls that arrive while a write is in flight wait for it, then go to Redis together in
+one write. Each caller gets exactly its own results, or the error of the write that
+carried its items. Publishes (all or none per call, idempotent when retried) and stream
+admissions (a storm of clients arriving at once) both go through one.
+
+A call may have a deadline: if it is still waiting when the deadline passes it is taken
+out of the queue and fails with ``CallTimedOutError`` (nothing of it was written); a
+call whose write is in flight fails the same way, and the write itself is told the
+earliest deadline of what it carries (``write(items, deadline)``) so that it can refuse
+to take effect after it (publishing does, in its Lua script).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import gevent
 from gevent.event import AsyncResult
 
-from ..message import Message
-from ..store import Published
+T = TypeVar("T")
+R = TypeVar("R")
 
-# Messages per round trip at most: bounds how long one script holds Redis.
-MAX_MESSAGES_PER_WRITE = 2000
+# Items per write at most: bounds how long one write holds Redis.
+MAX_ITEMS_PER_WRITE = 2000
 
 
-class _Request:
-    __slots__ = ("messages", "result")
+class CallTimedOutError(Exception):
+    """The call's deadline passed before its write completed; ``queued`` is True when it
+    was never sent."""
 
-    def __init__(self, messages: Sequence[Message]) -> None:
-        self.messages = messages
+    def __init__(self, queued: bool) -> None:
+        super().__init__("deadline passed while " + ("waiting" if queued else "writing"))
+        self.queued = queued
+
+
+class _Call(Generic[T]):
+    __slots__ = ("deadline", "items", "result")
+
+    def __init__(self, items: Sequence[T], deadline: float | None) -> None:
+        self.items = items
+        self.deadline = deadline
         self.result = AsyncResult()
 
 
-class GroupCommit:
-    """Coalesces concurrent ``publish`` calls into as few ``write`` calls as possible.
+class GroupCommit(Generic[T, R]):
+    """Coalesces concurrent ``submit`` calls into as few ``write`` calls as possible.
 
-    ``write(messages)`` stores messages all or none and returns one Published each.
+    ``write(items, deadline)`` stores items (all or none, as the caller needs) and
+    returns one result per item; ``deadline`` is the earliest deadline of the calls it
+    carries (``time.time()`` seconds) or None.
     """
 
-    def __init__(self, write: Callable[[Sequence[Message]], list[Published]],
-                 max_messages: int = MAX_MESSAGES_PER_WRITE) -> None:
+    def __init__(self, write: Callable[[Sequence[T], float | None], list[R]],
+                 max_items: int = MAX_ITEMS_PER_WRITE) -> None:
         self._write = write
-        self._max_messages = max_messages
-        self._waiting: deque[_Request] = deque()
+        self._max_items = max_items
+        self._waiting: deque[_Call[T]] = deque()
         self._writing = False
 
-    def publish(self, messages: Sequence[Message]) -> list[Published]:
-        """Store ``messages`` (all or none) and return where each went."""
-        request = _Request(messages)
-        self._waiting.append(request)
+    def submit(self, items: Sequence[T], timeout: float | None = None) -> list[R]:
+        """Write ``items`` (sharing the round trip with concurrent calls) and return one
+        result each. With ``timeout`` seconds, CallTimedOutError once it passes."""
+        call = _Call(items, None if timeout is None else time.time() + timeout)
+        self._waiting.append(call)
         if not self._writing:
-            self._drain(until=request)
-        return request.result.get()
+            self._drain(until=call)
+        try:
+            return call.result.get(timeout=None if call.deadline is None
+                                   else max(0.0, call.deadline - time.time()))
+        except gevent.Timeout:
+            queued = call in self._waiting
+            if queued:
+                self._waiting.remove(call)
+            raise CallTimedOutError(queued) from None
 
-    def _drain(self, until: _Request | None = None) -> None:
-        """Write what is waiting, in groups. With ``until``, stop once that request is
-        done and hand what is left to a fresh greenlet, so the caller answers at once."""
+    def _drain(self, until: _Call[T] | None = None) -> None:
+        """Write what is waiting, in groups. With ``until``, stop once that call is done
+        and hand what is left to a fresh greenlet, so the caller answers at once."""
         self._writing = True
         try:
             while self._waiting:
@@ -66,27 +95,28 @@ class GroupCommit:
             else:
                 self._writing = False
 
-    def _take_group(self) -> list[_Request]:
+    def _take_group(self) -> list[_Call[T]]:
         group = [self._waiting.popleft()]
-        count = len(group[0].messages)
-        while self._waiting and count + len(self._waiting[0].messages) <= self._max_messages:
-            request = self._waiting.popleft()
-            group.append(request)
-            count += len(request.messages)
+        count = len(group[0].items)
+        while self._waiting and count + len(self._waiting[0].items) <= self._max_items:
+            call = self._waiting.popleft()
+            group.append(call)
+            count += len(call.items)
         return group
 
-    def _write_group(self, group: list[_Request]) -> None:
-        messages = [message for request in group for message in request.messages]
+    def _write_group(self, group: list[_Call[T]]) -> None:
+        items = [item for call in group for item in call.items]
+        deadlines = [call.deadline for call in group if call.deadline is not None]
         try:
-            results = self._write(messages)
+            results = self._write(items, min(deadlines) if deadlines else None)
         except BaseException as exc:
-            for request in group:
-                request.result.set_exception(exc)
+            for call in group:
+                call.result.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         start = 0
-        for request in group:
-            end = start + len(request.messages)
-            request.result.set(results[start:end])
+        for call in group:
+            end = start + len(call.items)
+            call.result.set(results[start:end])
             start = end

@@ -99,6 +99,9 @@ class Settings:
     recent_history_entries: int = 10_000
     recent_history_bytes: int = 16 * 1024 * 1024
     write_timeout_seconds: float = 10.0
+    # The longest a publish, or a stream's admission, waits for Redis: then 503 (a
+    # refusal stream for a stream) and, for a publish, nothing was written.
+    request_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
     sse_retry_ms: int = 3000
     reader_block_ms: int = 2000
@@ -167,6 +170,8 @@ class Settings:
                                                      maximum=1_000_000),
             "recent_history_bytes": reader.integer("RECENT_HISTORY_BYTES", minimum=0),
             "write_timeout_seconds": reader.number("WRITE_TIMEOUT_SECONDS", minimum=0.1),
+            "request_timeout_seconds": reader.number("REQUEST_TIMEOUT_SECONDS", minimum=1.0,
+                                                     maximum=60),
             "shutdown_grace_seconds": reader.number("SHUTDOWN_GRACE_SECONDS", minimum=0.5),
             "sse_retry_ms": reader.integer("SSE_RETRY_MS", minimum=0),
             "reader_block_ms": reader.integer("READER_BLOCK_MS", minimum=10),

@@ -23,6 +23,7 @@ from ..engine.stats import DeltaTracker, percentile
 from ..engine.subscription import CloseReason, Subscription
 from ..engine.worker import WorkerEngine
 from ..errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
+from ..group_commit import CallTimedOutError, GroupCommit
 from ..settings import Settings
 from ..store import ConnectionRecords, ControlStore, DeploymentRecords
 
@@ -57,6 +58,9 @@ class ConnectionRegistry:
         self.deployment = deployment
         self.control = control
         self.stream_length: int | None = None
+        # A crowd arriving (or leaving) at once shares round trips to Redis.
+        self._admissions = GroupCommit(self._admit_many)
+        self._removals = GroupCommit(self._remove_many)
         self._deltas = DeltaTracker()
         self._loops = (Loop(self._renew_round, "registry renewal"),
                        Loop(self._listen, "control channel"))
@@ -101,10 +105,15 @@ class ConnectionRegistry:
             "frames_sent": 0,
             "last_event_id": None,
         }
-        limit = self.settings.max_connections_per_user
-        admitted = self.records.admit(record, subscription.user, limit,
-                                      self.settings.registry_ttl_seconds)
+        try:
+            (admitted,) = self._admissions.submit(
+                [(record, subscription.user)], timeout=self.settings.request_timeout_seconds)
+        except CallTimedOutError:
+            raise StoreUnavailableError(
+                "Redis did not answer within REQUEST_TIMEOUT_SECONDS.", retry_after=2,
+                code="redis_unavailable") from None
         if not admitted:
+            limit = self.settings.max_connections_per_user
             raise TooManyRequestsError(
                 f"User {subscription.user!r} already holds {limit} streams "
                 "(MAX_CONNECTIONS_PER_USER); close one or retry later.",
@@ -117,10 +126,19 @@ class ConnectionRegistry:
         self.stats.connections_closed += 1
         self._reported_frames.pop(subscription.id, None)
         try:
-            self.records.remove(subscription.id, subscription.user)
-        except StoreUnavailableError as exc:
+            self._removals.submit([(subscription.id, subscription.user)],
+                                  timeout=self.settings.request_timeout_seconds)
+        except (StoreUnavailableError, CallTimedOutError) as exc:
             log.warning("could not remove connection %s from the registry: %s",
                         subscription.id, exc)
+
+    def _admit_many(self, items, deadline: float | None) -> list[bool]:
+        return self.records.admit(items, self.settings.max_connections_per_user,
+                                  self.settings.registry_ttl_seconds, deadline)
+
+    def _remove_many(self, items, deadline: float | None) -> list[None]:
+        self.records.remove(items)
+        return [None] * len(items)
 
     # -- periodic renewal ---------------------------------------------------------------
 

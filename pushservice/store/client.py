@@ -21,6 +21,19 @@ _TRANSIENT_REPLIES = ("UNBLOCKED", "CLUSTERDOWN", "LOADING", "READONLY", "MASTER
                       "TRYAGAIN", "NOREPLICAS")
 
 
+# A script given a deadline refuses to write this long before it: time for its reply to
+# reach a caller that gives up at the deadline, and for the hosts' clocks to disagree.
+DEADLINE_MARGIN_SECONDS = 0.5
+
+
+def deadline_ms(deadline: float | None) -> int:
+    """A deadline (``time.time()`` seconds) as scripts check it against Redis's clock:
+    Unix ms, early by DEADLINE_MARGIN_SECONDS; 0 for none."""
+    if deadline is None:
+        return 0
+    return int((deadline - DEADLINE_MARGIN_SECONDS) * 1000)
+
+
 def translate_errors(func):
     """Turn redis-py's failures into StoreUnavailableError (503)."""
 
@@ -83,9 +96,12 @@ class RedisConnections:
 
     @property
     def command(self) -> redis.Redis:
-        """The shared command client (bounded pool; retries with backoff)."""
+        """The shared command client: a bounded pool; no call waits on Redis (or for a
+        pooled connection) longer than REQUEST_TIMEOUT_SECONDS, and only a dropped
+        connection is retried (once, at once: every write it carries is idempotent)."""
         if self._command is None:
-            self._command = self._make(socket_timeout=5.0, retries=2)
+            self._command = self._make(socket_timeout=self.settings.request_timeout_seconds,
+                                       retries=1, retry_timeouts=False)
         return self._command
 
     @property
@@ -110,9 +126,11 @@ class RedisConnections:
         return self._make(socket_timeout=None, retries=0, max_connections=2)
 
     def _make(self, socket_timeout: float | None, retries: int,
-              max_connections: int = 64) -> redis.Redis:
+              max_connections: int = 64, retry_timeouts: bool = True) -> redis.Redis:
+        errors = (redis.ConnectionError, redis.TimeoutError) if retry_timeouts else (
+            redis.ConnectionError,)
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
-                      supported_errors=(redis.ConnectionError, redis.TimeoutError))
+                      supported_errors=errors)
         pool = redis.BlockingConnectionPool.from_url(
             self.settings.redis_url,
             max_connections=max_connections,

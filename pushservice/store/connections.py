@@ -13,31 +13,52 @@ Layout (all keys share the stream's hash tag):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import Keys, RedisConnections, translate_errors
+from ..errors import StoreUnavailableError
+from .client import Keys, RedisConnections, deadline_ms, translate_errors
 
-# Admit a connection: enforce the per-user limit and record it, atomically.
+# Admit connections, in order: enforce each user's limit and record each one, atomically.
+# KEYS: the index of connections, then per connection its record and its user's set ('' for
+# none). ARGV: now, expiry, the per-user limit (0: none), the deadline (Unix ms, 0: none),
+# then per connection its id, the number of fields f and f name/value pairs. Returns 1 or 0
+# per connection, or 'expired' when the deadline passed (nothing written).
 _ADMIT_SCRIPT = """
+local deadline = tonumber(ARGV[4])
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return 'expired'
+  end
+end
 local now = tonumber(ARGV[1])
 local expires = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
-local id = ARGV[4]
-if KEYS[3] ~= '' and limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= limit then
-    return 0
+local out = {}
+local a = 5
+for i = 1, (#KEYS - 1) / 2 do
+  local record, user = KEYS[2 * i], KEYS[2 * i + 1]
+  local id, f = ARGV[a], tonumber(ARGV[a + 1])
+  local admitted = 1
+  -- A retried call finds its connection already counted: still admitted.
+  if user ~= '' and limit > 0 and not redis.call('ZSCORE', user, id) then
+    redis.call('ZREMRANGEBYSCORE', user, '-inf', now)
+    if redis.call('ZCARD', user) >= limit then admitted = 0 end
   end
+  if admitted == 1 then
+    if user ~= '' then
+      redis.call('ZADD', user, expires, id)
+      redis.call('PEXPIREAT', user, expires)
+    end
+    redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + 2 * f))
+    redis.call('PEXPIREAT', record, expires)
+    redis.call('ZADD', KEYS[1], 0, id)
+  end
+  out[i] = admitted
+  a = a + 2 + 2 * f
 end
-if KEYS[3] ~= '' then
-  redis.call('ZADD', KEYS[3], expires, id)
-  redis.call('PEXPIREAT', KEYS[3], expires)
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('PEXPIREAT', KEYS[1], expires)
-redis.call('ZADD', KEYS[2], 0, id)
-return 1
+return out
 """
 
 _LISTING_BATCH = 200
@@ -53,29 +74,38 @@ class ConnectionRecords:
     # -- connections --------------------------------------------------------------------
 
     @translate_errors
-    def admit(self, record: Mapping[str, Any], user: str | None, user_limit: int,
-              ttl_seconds: float) -> bool:
-        """Record a connection; False when ``user`` already holds ``user_limit`` streams
-        (0 means no limit)."""
+    def admit(self, records: Sequence[tuple[Mapping[str, Any], str | None]], user_limit: int,
+              ttl_seconds: float, deadline: float | None = None) -> list[bool]:
+        """Record connections, each ``(record, user)``, in order, in one round trip; False
+        for each whose user already holds ``user_limit`` streams (0 means no limit).
+        Nothing is written once Redis's clock passes ``deadline`` (less the margin of
+        messages.DEADLINE_MARGIN_SECONDS): StoreUnavailableError."""
         now_ms = int(time.time() * 1000)
         expires = now_ms + int(ttl_seconds * 1000)
-        connection_id = record["connection_id"]
-        keys = [self.keys.connection(connection_id), self.keys.connections,
-                self.keys.user(user) if user else ""]
-        args: list[Any] = [now_ms, expires, user_limit, connection_id]
-        for field, value in record.items():
-            args += [field, _encode(value)]
+        keys = [self.keys.connections]
+        args: list[Any] = [now_ms, expires, user_limit, deadline_ms(deadline)]
+        for record, user in records:
+            connection_id = record["connection_id"]
+            keys += [self.keys.connection(connection_id), self.keys.user(user) if user else ""]
+            args += [connection_id, len(record)]
+            for field, value in record.items():
+                args += [field, _encode(value)]
         result = self.connections.script(_ADMIT_SCRIPT)(keys=keys, args=args,
                                                       client=self.connections.command)
-        return bool(result)
+        if result == b"expired":
+            raise StoreUnavailableError(
+                "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS).", retry_after=2)
+        return [bool(admitted) for admitted in result]
 
     @translate_errors
-    def remove(self, connection_id: str, user: str | None) -> None:
+    def remove(self, connections: Sequence[tuple[str, str | None]]) -> None:
+        """Forget connections, each ``(connection_id, user)``, in one round trip."""
         pipe = self.connections.command.pipeline(transaction=False)
-        pipe.delete(self.keys.connection(connection_id))
-        pipe.zrem(self.keys.connections, connection_id)
-        if user:
-            pipe.zrem(self.keys.user(user), connection_id)
+        for connection_id, user in connections:
+            pipe.delete(self.keys.connection(connection_id))
+            pipe.zrem(self.keys.connections, connection_id)
+            if user:
+                pipe.zrem(self.keys.user(user), connection_id)
         pipe.execute()
 
     @translate_errors

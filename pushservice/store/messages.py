@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import redis
 
 from ..engine.position import Position, parse_stream_id
+from ..errors import StoreUnavailableError
 from ..message import Message
 from ..settings import Settings
-from .client import Keys, RedisConnections, translate_errors
+from .client import Keys, RedisConnections, deadline_ms, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,30 @@ log = logging.getLogger(__name__)
 REQUEST_MEMORY_SECONDS = 120
 
 # KEYS: stream, epoch, request marker, shared counters, then one key per message that
-# carries its publisher's own id. ARGV: new epoch, max length, MESSAGE_TTL in ms, request memory,
-# message count n, count d of such messages; then d pairs (message number, ttl); then n
-# pairs (header, body).
+# carries its publisher's own id. ARGV: new epoch, max length, MESSAGE_TTL in ms, request
+# memory, deadline (Unix ms, 0: none), message count n, count d of such messages; then d
+# pairs (message number, ttl); then n pairs (header, body).
 _PUBLISH_SCRIPT = """
 local remembered = redis.call('GET', KEYS[3])
 if remembered then return {'remembered', remembered} end
+local deadline = tonumber(ARGV[5])
+if deadline > 0 then
+  -- The caller has answered 503 by now (Redis was stalled): write nothing.
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return {'expired'}
+  end
+end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
 end
-local n = tonumber(ARGV[5])
-local d = tonumber(ARGV[6])
+local n = tonumber(ARGV[6])
+local d = tonumber(ARGV[7])
 local chosen = {}
 for j = 1, d do
-  chosen[tonumber(ARGV[5 + 2 * j])] = {KEYS[4 + j], ARGV[6 + 2 * j]}
+  chosen[tonumber(ARGV[6 + 2 * j])] = {KEYS[4 + j], ARGV[7 + 2 * j]}
 end
 -- Each entry names the one written before it. This script never trims the newest entry,
 -- so that is the stream's last entry; an emptied stream still knows its last id.
@@ -65,7 +74,7 @@ elseif redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local out = {epoch}
 local written = 0
-local base = 7 + 2 * d
+local base = 8 + 2 * d
 for i = 1, n do
   local own = chosen[i]
   local id = false
@@ -241,8 +250,12 @@ class MessageStore:
     # -- publishing ---------------------------------------------------------------------
 
     @translate_errors
-    def publish(self, messages: Sequence[Message]) -> list[Published]:
-        """Write ``messages`` in one round trip, all or none."""
+    def publish(self, messages: Sequence[Message],
+                deadline: float | None = None) -> list[Published]:
+        """Write ``messages`` in one round trip, all or none. With a ``deadline``
+        (``time.time()`` seconds), nothing is written once Redis's clock is past it (less
+        client.DEADLINE_MARGIN_SECONDS): a caller that gave up by then can say "nothing was
+        written" (StoreUnavailableError when the write came too late)."""
         client = self.client
         keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
                 self.keys.stats]
@@ -255,9 +268,13 @@ class MessageStore:
             entries += [f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
                         message.body]
         args = [new_epoch(), self.settings.stream_max_length,
-                self.settings.message_ttl * 1000,
-                REQUEST_MEMORY_SECONDS, len(messages), len(chosen) // 2, *chosen, *entries]
+                self.settings.message_ttl * 1000, REQUEST_MEMORY_SECONDS,
+                deadline_ms(deadline), len(messages), len(chosen) // 2, *chosen, *entries]
         reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=client)
+        if reply[0] == b"expired":
+            raise StoreUnavailableError(
+                "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS); nothing was "
+                "written.", retry_after=2, details={"written": False})
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
         epoch = reply[0].decode()

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from flask import Flask, current_app
 
 from ..auth import Authenticator
-from ..engine.publishing import GroupCommit
 from ..engine.subscription import CloseReason
 from ..engine.worker import WorkerEngine
 from ..errors import StoreUnavailableError
+from ..group_commit import CallTimedOutError, GroupCommit
 from ..message import Message, MessageFactory
 from ..ops.capacity import ConnectionBudget
 from ..ops.instances import InstanceRegistration
@@ -117,9 +117,19 @@ class PushService:
 
     def publish(self, messages: Sequence[Message]) -> list[Published]:
         """Store ``messages`` (all or none), sharing the round trip to Redis with
-        concurrent publishes of this worker; counts what failed for the metrics."""
+        concurrent publishes of this worker; counts what failed for the metrics.
+
+        Answers within REQUEST_TIMEOUT_SECONDS: StoreUnavailableError (503) when Redis
+        did not answer by then, and then nothing was written (the publish script refuses
+        to write after the deadline)."""
         try:
-            return self.group_commit.publish(messages)
+            return self.group_commit.submit(
+                messages, timeout=self.settings.request_timeout_seconds)
+        except CallTimedOutError:
+            self.engine.stats.publish_failed += len(messages)
+            raise StoreUnavailableError(
+                "Redis did not answer within REQUEST_TIMEOUT_SECONDS; nothing was written.",
+                retry_after=2, details={"written": False}) from None
         except StoreUnavailableError:
             self.engine.stats.publish_failed += len(messages)
             raise

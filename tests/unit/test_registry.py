@@ -10,7 +10,7 @@ import gevent
 import pytest
 
 from pushservice.engine.subscription import CloseReason, Subscription
-from pushservice.errors import NotFoundError, TooManyRequestsError
+from pushservice.errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
 from pushservice.ops.registry import ConnectionRegistry, worker_id
 from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
 
@@ -297,3 +297,63 @@ def test_close_connection_says_when_the_client_is_not_gone_yet(registry, monkeyp
     monkeypatch.setattr("pushservice.ops.registry.CLOSE_CONFIRM_SECONDS", 0.1)
 
     assert registry.close_connection(subscription.id)["closed"] is False
+
+
+# -- the records, many at once ----------------------------------------------------------
+
+
+def record(connection_id: str, user: str | None) -> tuple[dict, str | None]:
+    return ({"connection_id": connection_id, "user": user, "topics": ("user:x",)}, user)
+
+
+def test_a_batch_of_admissions_keeps_each_users_limit_in_order(registry):
+    records = registry.records
+
+    admitted = records.admit([record("c1", "u1"), record("c2", "u1"), record("c3", "u2"),
+                              record("c4", "u1"), record("c5", None)], 2, 30)
+
+    assert admitted == [True, True, True, False, True]
+    assert {r["connection_id"] for r in registry.list()["connections"]} == {
+        "c1", "c2", "c3", "c5"}
+
+
+def test_a_retried_admission_counts_its_connection_once(registry):
+    records = registry.records
+    assert records.admit([record("c1", "u1")], 1, 30) == [True]
+
+    assert records.admit([record("c1", "u1")], 1, 30) == [True]  # the same call again
+    assert records.admit([record("c2", "u1")], 1, 30) == [False]
+
+
+def test_an_admission_that_reaches_redis_too_late_writes_nothing(registry):
+    with pytest.raises(StoreUnavailableError):
+        registry.records.admit([record("c1", "u1")], 2, 30, deadline=time.time() - 10)
+
+    assert registry.list()["connections"] == []
+
+
+def test_a_batch_of_removals_forgets_each(registry):
+    records = registry.records
+    records.admit([record("c1", "u1"), record("c2", "u1"), record("c3", None)], 2, 30)
+
+    records.remove([("c1", "u1"), ("c3", None)])
+
+    assert [r["connection_id"] for r in registry.list()["connections"]] == ["c2"]
+    assert records.admit([record("c4", "u1")], 2, 30) == [True]  # u1's slot came back
+
+
+def test_a_crowd_arriving_at_once_shares_round_trips(registry, monkeypatch):
+    calls = []
+    admit = registry.records.admit
+
+    def counted(items, *args, **kwargs):
+        calls.append(len(items))
+        return admit(items, *args, **kwargs)
+
+    monkeypatch.setattr(registry.records, "admit", counted)
+    crowd = [gevent.spawn(registry.admit, stream(user=None, topics=("news",)))
+             for _ in range(50)]
+    gevent.joinall(crowd, timeout=10, raise_error=True)
+
+    assert sum(calls) == 50 and len(calls) < 50
+    assert registry.list()["count"] == 50
