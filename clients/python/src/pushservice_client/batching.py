@@ -196,11 +196,14 @@ class ThreadBatcher:
 
     def _collect(self) -> list[_Waiting] | None:
         with self._lock:
+            free_at = time.monotonic()
             while not self._queue:
                 if self._closed:
                     return None
                 self._arrived.wait()
-            flush_at = self._queued_at + self.linger
+            # The linger counts from when this sender could send: messages queued while
+            # every sender was busy still give the expected others a moment to join.
+            flush_at = max(self._queued_at, free_at) + self.linger
             while (len(self._queue) < self.max_batch and not self._closed
                    and not self._all_in()):
                 left = flush_at - time.monotonic()
@@ -322,13 +325,14 @@ class AsyncBatcher:
         assert arrived is not None and slots is not None
         while True:
             await slots.acquire()  # wait for a free slot first: the queue fills meanwhile
+            free_at = time.monotonic()
             while not self._queue:
                 if self._closed:
                     slots.release()
                     return
                 arrived.clear()
                 await arrived.wait()
-            flush_at = self._queued_at + self.linger
+            flush_at = max(self._queued_at, free_at) + self.linger
             while (len(self._queue) < self.max_batch and not self._closed
                    and not self._all_in()):
                 left = flush_at - time.monotonic()
