@@ -1,0 +1,346 @@
+"""The JavaScript client (/static/pushservice.js and .mjs) in a real browser, against the
+real service: what a page that uses it sees when workers restart, the service refuses,
+tokens expire, the user navigates back and forth, history is lost, and acknowledgements
+are asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import redis
+
+from pushservice.auth import build_claims, mint_token
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.browser
+
+SECRET = "e2e-js-client-0123456789abcdef0123456789abcdef"
+
+# Records what the client reports, for the test to read back.
+HARNESS = """
+window.seen = {messages: [], open: [], closing: [], lost: [], reconnecting: [], fatal: [],
+               tokenExpired: 0, ackErrors: []};
+window.record = (push) => {
+  push.on('message', (m) => seen.messages.push(m.data.n));
+  push.on('open', (greeting) => seen.open.push(greeting));
+  push.on('closing', (closing) => seen.closing.push(closing));
+  push.on('history-lost', (lost) => seen.lost.push(lost));
+  push.on('reconnecting', (r) => seen.reconnecting.push(
+    {reason: r.reason, status: r.status, closing: r.closing, delay: r.delay}));
+  push.on('fatal', (f) => seen.fatal.push(f));
+  push.on('token-expired', () => { seen.tokenExpired += 1; });
+  push.on('ack-error', (e) => seen.ackErrors.push(e));
+  return push;
+};
+"""
+
+
+def _classic_page(base_url: str, script: str, head: str = "") -> str:
+    """A page that loads the client as a classic script and runs ``script``."""
+    return (f"<!doctype html><meta charset='utf-8'><title>push</title>"
+            f"<script>{head}{HARNESS}</script>"
+            f"<script src='{base_url}/static/pushservice.js'></script>"
+            f"<script>{script}</script>")
+
+
+def _module_page(base_url: str, script: str) -> str:
+    """A page that imports the client as an ES module and runs ``script`` in the module."""
+    return (f"<!doctype html><meta charset='utf-8'><title>push</title>"
+            f"<script>{HARNESS}</script>"
+            f"<script type='module'>import {{connect}} from '{base_url}/static/pushservice.mjs';"
+            f"\n{script}</script>")
+
+
+def _start(service, page_server, **env):
+    """A service instance that allows the page server's origin."""
+    env.setdefault("HEARTBEAT_INTERVAL", "300")
+    env.setdefault("SSE_RETRY_MS", "500")
+    return service(CORS_ORIGINS=json.dumps([page_server.origin]), **env)
+
+
+def _publish(instance, n: int, type_: str = "progress", headers=None, **target) -> str:
+    """Publish message number ``n``; returns its event id."""
+    response = instance.publish({
+        "type": type_, "service": "knowledge-service",
+        "target": target or {"user_id": "123"}, "data": {"n": n, "progress": 50},
+    }, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()["event_id"]
+
+
+def _messages(browser, count: int, timeout: float = 15) -> list[int]:
+    return browser.wait_for(f"seen.messages.length >= {count} && seen.messages", timeout,
+                            what=f"{count} messages")
+
+
+def test_every_message_and_each_type_on_one_connection(service, page_server, browser):
+    instance = _start(service, page_server)
+    for name in ("pushservice.js", "pushservice.mjs"):
+        response = instance.get(f"/static/{name}")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].split(";")[0] in (
+            "text/javascript", "application/javascript")
+        assert response.headers["Cache-Control"] == "no-cache"
+    # No url: the client talks to the service it was loaded from.
+    page_server.add("/", _classic_page(instance.base_url, """
+      window.typed = {progress: [], error: [], success: []};
+      window.push = record(PushService.connect({user: '123'}));
+      push.on('message', () => { throw new Error('a broken handler'); });
+      push.on('progress', (m) => typed.progress.push(m.data.n));
+      push.on('error', (m) => typed.error.push(m.data.n));
+      push.on('success', (m, event) => typed.success.push([m.data.n, event.lastEventId]));
+      try { push.on('connected', () => {}); } catch (e) { window.misnamed = e.message; }
+    """))
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+    assert "did you mean 'open'" in browser.evaluate("misnamed")
+    assert browser.evaluate("push.readyState") == 1
+
+    ids = [_publish(instance, n, type_) for n, type_ in
+           enumerate(["progress", "error", "success", "info"], start=1)]
+    assert _messages(browser, 4) == [1, 2, 3, 4]
+    # One handler threw; every other handler still got its message, each exactly once.
+    assert browser.evaluate("typed") == {"progress": [1], "error": [2], "success": [[3, ids[2]]]}
+    assert browser.evaluate("push.lastEventId") == ids[3]
+    assert instance.open_connections() == 1
+    seen = browser.evaluate("seen")
+    assert len(seen["open"]) == 1 and seen["reconnecting"] == [] and seen["fatal"] == []
+
+
+def test_resume_across_a_worker_restart_as_an_es_module(service, page_server, browser):
+    instance = _start(service, page_server)
+    page_server.add("/", _module_page(instance.base_url, """
+      window.push = record(connect({channels: ['jobs', 'alerts']}));
+    """))
+    browser.open(page_server.url("/"))
+    first = browser.wait_for("seen.open.length == 1 && seen.open[0]", 15, what="the stream")
+    assert sorted(first["topics"]) == ["alerts", "jobs"]
+    _publish(instance, 1, channel="jobs")
+    assert _messages(browser, 1) == [1]
+
+    os.kill(first["worker"], signal.SIGTERM)  # gunicorn starts a new worker in its place
+    browser.wait_for("seen.closing.length == 1", 10, what="the worker's closing frame")
+    for n in range(2, 7):  # while the page reconnects
+        _publish(instance, n, channel="alerts" if n % 2 else "jobs")
+    # The reconnect may reuse the kept-alive connection to the stopping worker, which
+    # closes that stream at once: the page then reconnects again, to a live worker.
+    browser.wait_for(f"seen.open.length >= 2 && seen.open.at(-1).worker != {first['worker']}"
+                     " && push.readyState == 1", 20, what="the stream on a live worker")
+    _publish(instance, 7, channel="jobs")
+    assert _messages(browser, 7) == [1, 2, 3, 4, 5, 6, 7]
+    assert {c["reason"] for c in browser.evaluate("seen.closing")} == {"shutdown"}
+    assert browser.evaluate("seen.lost") == []
+    wait_until(lambda: instance.open_connections() == 1, 10, message="one stream open")
+    assert browser.evaluate("seen.messages.length") == 7  # nothing arrived twice
+
+
+def test_a_refused_stream_comes_back_when_there_is_room(service, page_server, browser):
+    instance = _start(service, page_server, MAX_CONNECTIONS="1")
+    holder = instance.sse("/sse/user/holder")
+    try:
+        assert holder.status == 200
+        earlier = _publish(instance, 1)
+        _publish(instance, 2)
+        # A page that comes back (its last event id kept in sessionStorage, say) while
+        # the instance is full.
+        page_server.add("/", _classic_page(instance.base_url, f"""
+          window.push = record(PushService.connect({{
+            url: {json.dumps(instance.base_url)}, user: '123', lastEventId: '{earlier}',
+            backoff: {{base: 200, cap: 2000}},
+          }}));
+        """))
+        browser.open(page_server.url("/"))
+        refused = browser.wait_for(
+            "seen.reconnecting.find((r) => r.status == 503 || r.reason == 'closing')", 15,
+            what="the service to refuse the stream")
+        _publish(instance, 3)  # while refused
+        assert browser.evaluate("seen.open.length") == 0
+    finally:
+        holder.close()
+    browser.wait_for("seen.open.length == 1", 20, what="the stream once there is room")
+    _publish(instance, 4)
+    assert _messages(browser, 3) == [2, 3, 4]
+    seen = browser.evaluate("seen")
+    assert seen["fatal"] == [] and seen["lost"] == []
+    print(f"\nrefused with {refused}; reconnects: {len(seen['reconnecting'])}")
+    wait_until(lambda: instance.open_connections() == 1, 10, message="one stream open")
+
+
+def _token(ttl: float, subject: str = "123") -> str:
+    return mint_token(build_claims(subject, ttl_seconds=ttl), SECRET)
+
+
+def test_a_fresh_token_before_reconnecting_and_a_forbidden_stream_gives_up(
+        service, page_server, browser):
+    instance = _start(service, page_server, ENABLE_AUTH="true", JWT_SECRET=SECRET,
+                      JWT_LEEWAY_SECONDS="0")
+    # The page's own backend mints a token each time the page asks: 3 s, then longer.
+    lifetimes = iter([3])
+    minted = []
+
+    def token() -> str:
+        minted.append(1)
+        return _token(next(lifetimes, 600))
+
+    page_server.add("/token", token, "text/plain")
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      const getToken = () => fetch('/token').then((r) => r.text());
+      const url = {json.dumps(instance.base_url)};
+      window.push = record(PushService.connect({{url, user: '123', getToken}}));
+      window.other = PushService.connect({{url, user: '456', getToken}});
+      window.otherFatal = [];
+      other.on('fatal', (f) => otherFatal.push(f));
+    """))
+    publisher = {"Authorization": "Bearer " + mint_token(build_claims(
+        "knowledge-service", service="knowledge-service", publish=["user:*"]), SECRET)}
+
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+    _publish(instance, 1, headers=publisher)
+    assert _messages(browser, 1) == [1]
+    browser.wait_for("seen.tokenExpired == 1", 10, what="the token to expire")
+    _publish(instance, 2, headers=publisher)
+    browser.wait_for("seen.open.length == 2", 10, what="the stream with a fresh token")
+    _publish(instance, 3, headers=publisher)
+    assert _messages(browser, 3) == [1, 2, 3]
+    assert browser.evaluate("seen.closing.map((c) => c.reason)") == ["token_expired"]
+
+    # The token does not allow user 456: the client stops instead of retrying forever.
+    fatal = browser.wait_for("otherFatal.length && otherFatal", 10, what="the refusal")
+    assert fatal == [{"reason": "rejected", "status": 403}]
+    assert browser.evaluate("other.readyState") == 2
+    assert len(minted) >= 3
+    assert browser.evaluate("seen.fatal") == []
+
+
+def test_back_and_forward_resume_without_loss(service, page_server, browser):
+    instance = _start(service, page_server)
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      addEventListener('pageshow', (e) => {{ window.restored = e.persisted; }});
+      window.push = record(PushService.connect({{url: {json.dumps(instance.base_url)},
+                                                 user: '123'}}));
+    """))
+    page_server.add("/other", "<!doctype html><p>another page</p>")
+
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+    _publish(instance, 1)
+    assert _messages(browser, 1) == [1]
+
+    def away_and_back(publish_while_away: int | None, opened: int) -> None:
+        browser.open(page_server.url("/other"))
+        wait_until(lambda: instance.open_connections() == 0, 10,
+                   message="the page left behind to let its stream go")
+        if publish_while_away is not None:
+            _publish(instance, publish_while_away)
+        browser.driver.back()
+        browser.wait_for(f"window.restored !== undefined && seen.open.length == {opened}", 15,
+                         what="the page to show again, stream open")
+        assert browser.evaluate("window.restored"), (
+            "the browser reloaded the page instead of restoring it from its back/forward cache")
+
+    # Away with nothing published, then away while a message is published: the second
+    # return must still resume (a resumed stream's `connected` event carries no id).
+    away_and_back(None, 2)
+    assert browser.evaluate("push.lastEventId") != ""
+    away_and_back(2, 3)
+    assert _messages(browser, 2) == [1, 2]
+    _publish(instance, 3)
+    assert _messages(browser, 3) == [1, 2, 3]
+    assert instance.open_connections() == 1
+
+
+def test_history_lost_is_surfaced_after_redis_lost_its_data(service, page_server, browser):
+    instance = _start(service, page_server)
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      window.push = record(PushService.connect({{url: {json.dumps(instance.base_url)},
+                                                 user: '123', backoff: {{base: 200, cap: 1000}}}}));
+    """))
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+    before = _publish(instance, 1)
+    assert _messages(browser, 1) == [1]
+
+    instance.stop()
+    redis.Redis.from_url(instance.redis_url).flushdb()  # Redis lost everything
+    instance.start()
+    lost = browser.wait_for("seen.lost.length && push.readyState == 1 && seen.lost", 20,
+                            what="the stream to reopen, with history-lost")
+    assert [(x["reason"], x["last_event_id"]) for x in lost] == [("stream_reset", before)]
+    _publish(instance, 2)
+    assert _messages(browser, 2) == [1, 2]
+    assert browser.evaluate("seen.fatal") == []
+
+
+# Records every request the page makes with fetch, and its answer.
+FETCH_RECORDER = """
+window.requests = [];
+const realFetch = window.fetch;
+window.fetch = async (url, init = {}) => {
+  const entry = {url: String(url), method: init.method || 'GET', body: init.body || null,
+                 auth: (init.headers || {}).Authorization || null, status: null};
+  requests.push(entry);
+  const response = await realFetch(url, init);
+  entry.status = response.status;
+  return response;
+};
+"""
+
+
+def test_acknowledgements_are_sent_after_the_handlers_and_never_break_the_page(
+        service, page_server, browser):
+    instance = _start(service, page_server)
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      window.push = record(PushService.connect({{url: {json.dumps(instance.base_url)},
+                                                 user: '123', ack: true}}));
+      push.on('warning', () => {{ throw new Error('not handled'); }});
+      push.on('success', async () => {{ await new Promise((r) => setTimeout(r, 50)); }});
+    """, head=FETCH_RECORDER))
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+
+    def publish(n: int, type_: str, require_ack: bool) -> str:
+        response = instance.publish({
+            "type": type_, "service": "knowledge-service", "target": {"user_id": "123"},
+            "data": {"n": n}, "metadata": {"require_ack": require_ack}})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    acked = publish(1, "info", True)
+    publish(2, "info", False)
+    publish(3, "warning", True)  # its handler throws: not acknowledged
+    acked_async = publish(4, "success", True)
+    assert _messages(browser, 4) == [1, 2, 3, 4]
+
+    def ack_requests():
+        found = browser.evaluate("requests.filter((r) => r.url.includes('/ack') && r.status)")
+        ids = set()
+        for request in found:
+            ids.update(json.loads(request["body"])["ids"] if request["body"]
+                       else [request["url"].split("/")[-2]])
+        return found if ids >= {acked, acked_async} else None
+
+    requests = wait_until(ack_requests, 10, message="the acknowledgements")
+    assert all(r["method"] == "POST" for r in requests)
+    sent = set()
+    for request in requests:
+        sent.update(json.loads(request["body"])["ids"] if request["body"]
+                    else [request["url"].split("/")[-2]])
+    assert sent == {acked, acked_async}
+    if all(r["status"] == 404 for r in requests):
+        # The service does not take acknowledgements (yet): reported, not fatal.
+        errors = browser.wait_for("seen.ackErrors.length >= 2 && seen.ackErrors", 10,
+                                  what="ack-error events")
+        assert {i for e in errors for i in e["ids"]} == {acked, acked_async}
+        assert all(e["status"] == 404 for e in errors)
+        warnings = [line for line in browser.console() if "acknowledging messages failed" in line]
+        assert len(warnings) == 1
+    else:
+        assert all(200 <= r["status"] < 300 for r in requests), requests
+        assert browser.evaluate("seen.ackErrors") == []
+    publish(5, "info", True)
+    assert _messages(browser, 5) == [1, 2, 3, 4, 5]
+    assert browser.evaluate("push.readyState") == 1
