@@ -31,9 +31,10 @@ The browser (tests marked ``browser``):
 - ``browser`` (per test): a fresh headless Chromium driven by chromedriver, always quit.
 - ``page_server`` (per test): a loopback HTTP server for the pages the browser opens; its
   ``origin`` is what the service must allow in CORS_ORIGINS.
-- When a selected test is marked ``browser`` and Chromium is missing, or one is marked
-  ``redis_versions`` and no Redis 7 is installed, scripts/ensure-test-deps installs what
-  is missing (apt) once, before the first test runs.
+- When a selected test is marked ``browser`` and Chromium is missing, one is marked
+  ``redis_versions`` and no Redis 7 is installed, or one is marked ``needs_promtool`` and
+  promtool is missing, scripts/ensure-test-deps installs what is missing (apt) once,
+  before the first test runs.
 
 When a test fails, the end of the output of every server still running is attached to
 its report.
@@ -45,6 +46,7 @@ elsewhere (``tests.support.prerequisites.missing``).
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,13 +109,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         item.get_closest_marker("browser") for item in session.items)
     needs_redis = not set(REDIS_VERSIONS) <= set(binaries_by_major()) and any(
         item.get_closest_marker("redis_versions") for item in session.items)
-    if not (needs_chromium or needs_redis):
+    needs_promtool = shutil.which("promtool") is None and any(
+        item.get_closest_marker("needs_promtool") for item in session.items)
+    if not (needs_chromium or needs_redis or needs_promtool):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("installing what the tests need (scripts/ensure-test-deps): "
                             + ", ".join(what for what, needed in (
-                                ("chromium", needs_chromium), ("redis-server 7", needs_redis))
+                                ("chromium", needs_chromium), ("redis-server 7", needs_redis),
+                                ("promtool", needs_promtool))
                                 if needed))
     output = install_test_deps()
     session.config.stash[CHROMIUM] = find_chromium() or f"chromium and chromedriver ({output})"
