@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--linger", type=float, default=0.002, help="seconds (default 0.002)")
-    parser.add_argument("--max-in-flight", type=int, default=4)
+    parser.add_argument("--max-in-flight", type=int, default=2)
     parser.add_argument("--subscribe", action="store_true",
                         help="verify exactly-once delivery to a subscriber")
     args = parser.parse_args(argv)

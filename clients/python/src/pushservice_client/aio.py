@@ -44,7 +44,7 @@ class AsyncPushClient(MessageHelpers):
     def __init__(self, base_url: str | None = None, *, token: TokenSource = None,
                  service: str | None = None, timeout: float | httpx.Timeout = 10.0,
                  deadline: float = 30.0, linger: float = 0.002,
-                 max_batch_size: int = MAX_BATCH_SIZE, max_in_flight: int = 4,
+                 max_batch_size: int = MAX_BATCH_SIZE, max_in_flight: int = 2,
                  batching: bool = True, retry: RetryPolicy | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.options = ClientOptions(base_url, token, service, timeout, deadline, linger,

@@ -101,7 +101,7 @@ class PushClient(MessageHelpers):
 
     Batching (``batching=True``): ``send()`` calls from concurrent threads within
     ``linger`` seconds (default 0.002) go out as one ``/batch`` request of at most
-    ``max_batch_size`` messages (default 1000); ``max_in_flight`` batches (default 4)
+    ``max_batch_size`` messages (default 1000); ``max_in_flight`` batches (default 2)
     are sent at once. ``batching=False`` sends each message as its own request.
 
     ``transport``: an httpx transport (tests use httpx.MockTransport). Close the client
@@ -111,7 +111,7 @@ class PushClient(MessageHelpers):
     def __init__(self, base_url: str | None = None, *, token: TokenSource = None,
                  service: str | None = None, timeout: float | httpx.Timeout = 10.0,
                  deadline: float = 30.0, linger: float = 0.002,
-                 max_batch_size: int = MAX_BATCH_SIZE, max_in_flight: int = 4,
+                 max_batch_size: int = MAX_BATCH_SIZE, max_in_flight: int = 2,
                  batching: bool = True, retry: RetryPolicy | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.options = ClientOptions(base_url, token, service, timeout, deadline, linger,
