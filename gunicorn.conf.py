@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 from pushservice.errors import SettingsError
+from pushservice.logs import ACCESS_LOG_FORMAT
 from pushservice.ops.capacity import ConnectionBudget
 from pushservice.settings import Settings
 
@@ -47,7 +48,7 @@ loglevel = settings.log_level
 # Redacts ?token= values, bearer credentials and JWTs from every atom and error line, so
 # the request line may be logged with its query string.
 logger_class = "pushservice.logs.RedactingLogger"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s'
+access_log_format = ACCESS_LOG_FORMAT
 
 # MAX_CONNECTIONS holds for the whole instance: each worker counts in a shared table.
 _budget = ConnectionBudget(settings.max_connections, slots=settings.workers + 16)

@@ -26,6 +26,7 @@ from array import array
 _N_RE = re.compile(rb'"n":\s*(\d+)')
 _NT_RE = re.compile(rb'"n":\s*(\d+),\s*"t":\s*([0-9.eE+-]+)')
 _CONNECTED_RE = re.compile(rb"\nevent: ?connected\n")
+_RETRY_RE = re.compile(rb"\nretry: ?(\d+)\n")
 # A frame that never ends is a broken stream, not something to buffer forever.
 _MAX_TAIL = 1 << 20
 
@@ -101,6 +102,10 @@ class Subscriber(asyncio.Protocol):
         self.comments = 0  # comment lines (heartbeats)
         self.closed = False
         self.close_reason = ""
+        # A refusal that will pass (the service's Pushservice-Refused header): the reason,
+        # and the reconnect delay its stream gave.
+        self.refused: str | None = None
+        self.retry_ms: int | None = None
         self._head: bytearray | None = bytearray()
         self._decoder: ChunkDecoder | None = None
         self._tail = b"\n"  # the last newline seen, so a frame's first line starts with one
@@ -128,6 +133,8 @@ class Subscriber(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        if self.refused and not self.close_reason:
+            self.close_reason = f"refused: {self.refused}"
         if not self.close_reason:
             self.close_reason = f"closed: {exc}" if exc else "closed by server"
         self._fail(self.close_reason)
@@ -158,6 +165,8 @@ class Subscriber(asyncio.Protocol):
             name, _, value = line.partition(":")
             if name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
                 self._decoder = ChunkDecoder()
+            elif name.strip().lower() == "pushservice-refused":
+                self.refused = value.strip()
         return rest
 
     def _consume(self, data: bytes) -> None:
@@ -170,6 +179,9 @@ class Subscriber(asyncio.Protocol):
             return
         complete = buf[: cut + 2]
         self._tail = buf[cut + 1 :]
+        if self.refused and self.retry_ms is None:
+            retry = _RETRY_RE.search(complete)
+            self.retry_ms = int(retry.group(1)) if retry else None
         self.data_frames += complete.count(b"\ndata:")
         self.comments += complete.count(b"\n:")
         if self.sample_latency:

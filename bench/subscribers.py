@@ -42,17 +42,37 @@ class Fleet:
         self.frames = 0
         self.last_frame_at = 0.0
         self.failures: collections.Counter = collections.Counter()
+        self.refusals: collections.Counter = collections.Counter()
+        self.last_event_ids: list[str] = []
+        if args.last_event_ids:
+            with open(args.last_event_ids) as ids:
+                self.last_event_ids = [line.strip() for line in ids if line.strip()]
 
     def _count(self, n: int) -> None:
         self.frames += n
         self.last_frame_at = time.time()
 
     async def _open(self, i: int, gate: asyncio.Semaphore) -> None:
+        """Open connection ``i``; a refusal that will pass is followed as a browser's
+        EventSource does: reconnect after the delay the refusal gave."""
+        for _ in range(self.args.max_refusals + 1):
+            sub = await self._attempt(i, gate)
+            if sub is None or sub.refused is None or sub.established.done() and \
+                    not sub.established.exception():
+                return
+            self.refusals[sub.refused] += 1
+            await asyncio.sleep((sub.retry_ms or 1000) / 1000)
+        self.failures["refused too often"] += 1
+
+    async def _attempt(self, i: int, gate: asyncio.Semaphore) -> Subscriber | None:
         args = self.args
         path = args.path.format(i=i)
+        resume = ""
+        if self.last_event_ids:
+            resume = f"Last-Event-ID: {self.last_event_ids[i % len(self.last_event_ids)]}\r\n"
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n{resume}\r\n"
         ).encode()
         sample = args.sample_every > 0 and i % args.sample_every == 0
         async with gate:
@@ -66,15 +86,18 @@ class Fleet:
                 )
             except (TimeoutError, OSError) as exc:
                 self.failures[f"connect: {type(exc).__name__}"] += 1
-                return
-            self.subs.append(sub)
-            self.topics.append(args.topic.format(i=i))
+                return None
             try:
                 await asyncio.wait_for(asyncio.shield(sub.established), args.connect_timeout_s)
             except TimeoutError:
                 self.failures["no connected frame in time"] += 1
             except ConnectionError as exc:
+                if sub.refused is not None:
+                    return sub  # not counted as a failure: the caller comes back later
                 self.failures[str(exc)[:80]] += 1
+            self.subs.append(sub)
+            self.topics.append(args.topic.format(i=i))
+            return sub
 
     async def open_all(self) -> dict:
         """Open every connection (at most ``--concurrency`` at a time) and report."""
@@ -89,6 +112,8 @@ class Fleet:
             "established": ok,
             "failed": count - ok,
             "failures": dict(self.failures),
+            "refusals": dict(self.refusals),
+            "started_at": started,
             "seconds": round(time.time() - started, 3),
         }
 
@@ -243,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sample-every", type=int, default=1, help="latency on every k-th connection")
     p.add_argument("--concurrency", type=int, default=200, help="connection attempts in flight")
     p.add_argument("--connect-timeout-s", type=float, default=60.0)
+    p.add_argument("--last-event-ids", default="",
+                   help="a file of event ids; connection i resumes from line i (cycling)")
+    p.add_argument("--max-refusals", type=int, default=20,
+                   help="refusals a connection follows before it counts as failed")
     args = p.parse_args(argv)
     loop_name = _install_uvloop()
     asyncio.run(_main(args, loop_name))

@@ -13,6 +13,7 @@ Nothing here imports gevent or opens anything: gunicorn's master loads it before
 from __future__ import annotations
 
 import logging
+import os
 import re
 import traceback
 
@@ -79,6 +80,12 @@ class RedactedAtoms(SafeAtoms):
         return redact(value) if isinstance(value, str) else value
 
 
+# The service's access-log format (gunicorn.conf.py): written directly, without building
+# gunicorn's full set of atoms (every request header and environ variable) per request,
+# which cost about a sixth of a short request's time in the worker.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s'
+
+
 class RedactingLogger(Logger):
     """gunicorn's logger (``logger_class``) that never writes a token."""
 
@@ -86,5 +93,24 @@ class RedactingLogger(Logger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        # Access lines are redacted atom by atom (RedactedAtoms, or below): no filter.
         add_redacting_filter(self.error_log)
-        add_redacting_filter(self.access_log)
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
+            super().access(resp, req, environ, request_time)
+            return
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        request_line = redact(f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} "
+                              f"{environ['SERVER_PROTOCOL']}")
+        milliseconds = request_time.seconds * 1000 + request_time.microseconds // 1000
+        try:
+            self.access_log.info('%s "%s" %s %s %sms pid=<%s>', environ.get("REMOTE_ADDR", "-"),
+                                 request_line, status, getattr(resp, "sent", None),
+                                 milliseconds, os.getpid())
+        except Exception:  # noqa: BLE001 - as gunicorn: a log line never fails a request
+            self.error(traceback.format_exc())

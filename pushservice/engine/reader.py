@@ -108,10 +108,22 @@ class Reader:
         if not self.ready.is_set():
             position = Position(epoch, *self.store.head_key(self._client))
             log.info("reader starts after %s", position.event_id)
-        elif epoch != routed.epoch:
+            self.hub.move_to(position)
+            self._seed_recent_history(position)
+            return
+        if epoch != routed.epoch:
             log.warning("stream epoch changed %s -> %s: reading the new stream from its start",
                         routed.epoch, epoch)
-            position = Position(epoch, 0, 0)
-        else:
+            self.hub.move_to(Position(epoch, 0, 0))
+
+    def _seed_recent_history(self, head: Position) -> None:
+        """A worker that just started (a deploy: every client comes back at once, most
+        with a Last-Event-ID of a few seconds ago) begins with the stream's newest entries
+        in its recent history, so that those resumes need nothing from Redis."""
+        recent = self.hub.recent
+        if not recent.max_entries:
             return
-        self.hub.move_to(position)
+        newest = self.store.read_newest(recent.max_entries, recent.max_bytes, self._client)
+        if newest and newest[-1].key == head.key and all(
+                entry.epoch == head.epoch for entry in newest):
+            recent.seed(newest)

@@ -40,6 +40,13 @@ class RecentHistory:
         self.epoch = epoch
         self.floor = key
 
+    def seed(self, entries: list[Entry]) -> None:
+        """Start from the stream's newest entries (oldest first, consecutive, ending where
+        the hub routes from): what a worker that just started can resume from memory."""
+        if entries:
+            self.restart(entries[0].epoch, entries[0].key)
+            self.add(entries[1:])
+
     def add(self, entries: list[Entry]) -> None:
         """Keep a routed batch (in stream order, following what is kept)."""
         if not self.max_entries:

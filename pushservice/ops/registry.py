@@ -1,6 +1,7 @@
 """The connection registry: every live stream of every worker and instance, in Redis.
 
-Each worker records a connection when it opens and removes it when it closes. Every
+Each worker records a connection when it opens and removes it when it closes, in the
+background and in batches (a stream never waits for Redis to open). Every
 REGISTRY_REFRESH_SECONDS it renews its connections' TTL (with their frame counts and
 resume positions), publishes a snapshot of its own figures, and adds its counter deltas
 to the shared counters; nothing is written per delivered message. A worker or instance
@@ -13,17 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
+from collections import deque
 from typing import Any
 
 import gevent
+from gevent.event import Event
 
 from ..background import Loop
 from ..engine.stats import DeltaTracker, percentile
 from ..engine.subscription import CloseReason, Subscription
 from ..engine.worker import WorkerEngine
-from ..errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
-from ..group_commit import CallTimedOutError, GroupCommit
+from ..errors import NotFoundError, StoreUnavailableError
 from ..settings import Settings
 from ..store import ConnectionRecords, ControlStore, DeploymentRecords
 
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Connections renewed per round trip to Redis.
 RENEW_SLICE = 100
+# Admissions or removals written per round trip at most.
+WRITE_BATCH = 2000
 # How long an operator's close request waits to see the connection gone.
 CLOSE_CONFIRM_SECONDS = 3.0
 
@@ -58,12 +63,15 @@ class ConnectionRegistry:
         self.deployment = deployment
         self.control = control
         self.stream_length: int | None = None
-        # A crowd arriving (or leaving) at once shares round trips to Redis.
-        self._admissions = GroupCommit(self._admit_many)
-        self._removals = GroupCommit(self._remove_many)
+        # Admissions and removals waiting to be written, in order: a crowd arriving (or
+        # leaving) at once shares round trips, and no stream waits for Redis to open.
+        self._pending: deque[tuple[str, Subscription, dict[str, Any] | None]] = deque()
+        self._pending_admissions: set[str] = set()
+        self._wake = Event()
         self._deltas = DeltaTracker()
         self._loops = (Loop(self._renew_round, "registry renewal"),
-                       Loop(self._listen, "control channel"))
+                       Loop(self._listen, "control channel"),
+                       Loop(self._write_pending, "registry writes"))
         self._reported_frames: dict[str, tuple[int, tuple[int, int]]] = {}
 
     @property
@@ -78,20 +86,24 @@ class ConnectionRegistry:
             loop.start()
 
     def stop(self) -> None:
-        """Stop the greenlets and withdraw this worker's snapshot."""
+        """Stop the greenlets, write what is still waiting and withdraw this worker's
+        snapshot (best effort: records left behind expire by themselves)."""
         for loop in self._loops:
             loop.stop()
         try:
+            self.write_pending()
             self.deployment.remove_worker(self.worker_id)
         except StoreUnavailableError:
-            pass  # it expires by itself
+            pass
 
     # -- one connection -----------------------------------------------------------------
 
     def admit(self, subscription: Subscription, remote_addr: str | None = None,
               user_agent: str | None = None) -> None:
-        """Record ``subscription``; TooManyRequestsError (429) when its user already
-        holds MAX_CONNECTIONS_PER_USER streams anywhere."""
+        """Record ``subscription``, in the background: the stream does not wait for
+        Redis. If its user turns out to hold MAX_CONNECTIONS_PER_USER streams already
+        (anywhere), the stream is closed with a ``closing`` event that says so and when to
+        come back."""
         record = {
             "connection_id": subscription.id,
             "instance": self.settings.instance_name,
@@ -105,40 +117,65 @@ class ConnectionRegistry:
             "frames_sent": 0,
             "last_event_id": None,
         }
-        try:
-            (admitted,) = self._admissions.submit(
-                [(record, subscription.user)], timeout=self.settings.request_timeout_seconds)
-        except CallTimedOutError:
-            raise StoreUnavailableError(
-                "Redis did not answer within REQUEST_TIMEOUT_SECONDS.", retry_after=2,
-                code="redis_unavailable") from None
-        if not admitted:
-            limit = self.settings.max_connections_per_user
-            raise TooManyRequestsError(
-                f"User {subscription.user!r} already holds {limit} streams "
-                "(MAX_CONNECTIONS_PER_USER); close one or retry later.",
-                retry_after=self.settings.registry_refresh_seconds,
-                details={"limit": limit}, code="too_many_user_connections")
         self.stats.connections_opened += 1
+        self._pending_admissions.add(subscription.id)
+        self._pending.append(("admit", subscription, record))
+        self._wake.set()
 
     def remove(self, subscription: Subscription) -> None:
-        """Forget ``subscription`` (best effort: it expires by itself if Redis is down)."""
+        """Forget ``subscription`` (in the background; if Redis stays away, its record
+        expires by itself within REGISTRY_TTL_SECONDS)."""
         self.stats.connections_closed += 1
         self._reported_frames.pop(subscription.id, None)
-        try:
-            self._removals.submit([(subscription.id, subscription.user)],
-                                  timeout=self.settings.request_timeout_seconds)
-        except (StoreUnavailableError, CallTimedOutError) as exc:
-            log.warning("could not remove connection %s from the registry: %s",
-                        subscription.id, exc)
+        self._pending.append(("remove", subscription, None))
+        self._wake.set()
 
-    def _admit_many(self, items, deadline: float | None) -> list[bool]:
-        return self.records.admit(items, self.settings.max_connections_per_user,
-                                  self.settings.registry_ttl_seconds, deadline)
+    def _write_pending(self) -> None:
+        self._wake.wait()
+        self._wake.clear()
+        self.write_pending()
+        if self._pending:
+            self._wake.set()
 
-    def _remove_many(self, items, deadline: float | None) -> list[None]:
-        self.records.remove(items)
-        return [None] * len(items)
+    def write_pending(self) -> None:
+        """Write what is waiting now (admissions and removals, WRITE_BATCH at a time, one
+        round trip each); what fails stays waiting, to be retried."""
+        pending = self._pending
+        while pending:
+            self._write_batch([pending[index]
+                               for index in range(min(WRITE_BATCH, len(pending)))])
+
+    def _write_batch(self, batch: list[tuple[str, Subscription, dict[str, Any] | None]]
+                     ) -> None:
+        pending = self._pending
+        removed = {subscription.id for op, subscription, _ in batch if op == "remove"}
+        # A connection that came and went within one batch need not be written at all.
+        admits = [(subscription, record) for op, subscription, record in batch
+                  if op == "admit" and subscription.id not in removed]
+        admitted = {subscription.id for op, subscription, _ in batch if op == "admit"}
+        removes = [(subscription.id, subscription.user) for op, subscription, _ in batch
+                   if op == "remove" and subscription.id not in admitted]
+        if admits:
+            results = self.records.admit(
+                [(record, subscription.user) for subscription, record in admits],
+                self.settings.max_connections_per_user, self.settings.registry_ttl_seconds)
+            for (subscription, _), ok in zip(admits, results):
+                if not ok:
+                    self._over_user_limit(subscription)
+        if removes:
+            self.records.remove(removes)
+        for _ in batch:
+            pending.popleft()
+        self._pending_admissions.difference_update(
+            subscription.id for op, subscription, _ in batch if op == "admit")
+
+    def _over_user_limit(self, subscription: Subscription) -> None:
+        limit = self.settings.max_connections_per_user
+        retry_ms = int(self.settings.registry_refresh_seconds * 1000 * random.uniform(0.5, 1.5))
+        subscription.close("too_many_user_connections", {
+            "retry_ms": retry_ms, "refused": True, "details": {"limit": limit},
+            "message": f"User {subscription.user!r} already holds {limit} streams "
+                       "(MAX_CONNECTIONS_PER_USER); close one or retry later."})
 
     # -- periodic renewal ---------------------------------------------------------------
 
@@ -155,7 +192,8 @@ class ConnectionRegistry:
         for start in range(0, len(subscriptions), RENEW_SLICE):
             updates = [self._renewal(subscription)
                        for subscription in subscriptions[start:start + RENEW_SLICE]
-                       if self.hub.get(subscription.id) is subscription]
+                       if self.hub.get(subscription.id) is subscription
+                       and subscription.id not in self._pending_admissions]
             if updates:
                 self.records.renew(updates, ttl)
             gevent.sleep(0)

@@ -305,6 +305,29 @@ class MessageStore:
         return [_entry(entry_id, fields) for entry_id, fields in reply]
 
     @translate_errors
+    def read_newest(self, count: int, max_bytes: int,
+                    client: redis.Redis | None = None) -> list[Entry]:
+        """The newest entries of the stream, oldest first: at most ``count``, and no more
+        once their bodies reach ``max_bytes`` (read backwards a page at a time)."""
+        client = client or self.client
+        newest_first: list[Entry] = []
+        size = 0
+        before = "+"
+        while len(newest_first) < count and size < max_bytes:
+            page = client.xrevrange(self.stream_key, max=before, min="-",
+                                    count=min(500, count - len(newest_first)))
+            if not page:
+                break
+            for entry_id, fields in page:
+                entry = _entry(entry_id, fields)
+                newest_first.append(entry)
+                size += len(entry.body)
+            if len(page) < 500:
+                break
+            before = f"({page[-1][0].decode()}"
+        return newest_first[::-1]
+
+    @translate_errors
     def current_epoch(self, client: redis.Redis | None = None) -> str:
         """The stream's epoch, created if the stream has none yet."""
         reply = self.connections.script(_ENSURE_EPOCH_SCRIPT)(keys=[self.epoch_key], args=[new_epoch()],

@@ -87,6 +87,7 @@ def test_replay_skips_other_topics_but_moves_the_resume_point(make_pipeline):
     pipeline = make_pipeline()
     first = pipeline.publish(message(1))
     others = pipeline.publish(*[message(n, user_id="2") for n in range(2, 6)])
+    _wait_routed(pipeline, others[-1])
     reader = pipeline.subscribe("user:1", last_event_id=first[0].position.event_id)
     reader.wait(lambda r: r.parser.last_event_id == others[-1].position.event_id)
     assert reader.messages() == []
@@ -114,6 +115,22 @@ def test_seam_between_replay_and_live_has_no_gap_and_no_duplicate(make_pipeline)
     assert _numbers(reader.wait_messages(total - 50, timeout=15)) == list(range(51, total + 1))
     gevent.sleep(0.2)
     assert len(reader.messages()) == total - 50
+
+
+def test_a_worker_that_just_started_resumes_recent_clients_from_memory(make_pipeline,
+                                                                       monkeypatch):
+    published = make_pipeline().publish(*[message(n) for n in range(1, 51)])
+    restarted = make_pipeline()  # a new worker, after a deploy
+
+    def no_redis():
+        raise AssertionError("a resume close to now asked Redis")
+
+    monkeypatch.setattr(restarted.store, "stream_info", no_redis)
+    monkeypatch.setattr(restarted.store, "read_range", lambda *args: no_redis())
+    reader = restarted.subscribe("user:1", last_event_id=published[39].position.event_id)
+
+    assert _numbers(reader.wait_messages(10)) == list(range(41, 51))
+    assert not any(f.event == "history-lost" for f in reader.frames)
 
 
 def test_fresh_connection_gets_a_resume_point_that_loses_nothing(make_pipeline):

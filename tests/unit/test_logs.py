@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
-from pushservice.logs import REDACTED, RedactingFilter, RedactingLogger, redact
+from pushservice.logs import ACCESS_LOG_FORMAT, REDACTED, RedactingFilter, RedactingLogger, redact
 
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjMiLCJleHAiOjE3MDB9"
        ".c2lnbmF0dXJlLXNpZ25hdHVyZQ")
@@ -92,6 +92,25 @@ def test_the_gunicorn_logger_redacts_every_atom(capsys):
     assert '"GET /sse/user/1?token=[redacted] HTTP/1.1"' in line
     assert "Bearer [redacted]" in line and "pushservice_token=[redacted]" in line
     assert line.count(REDACTED) == 6
+
+
+def test_the_services_access_line_is_what_gunicorn_would_write_without_the_token(capsys):
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/sse/user/1?token={JWT}&x=1",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.7"}
+    request = SimpleNamespace(headers=[("AUTHORIZATION", f"Bearer {JWT}")])
+    response = SimpleNamespace(status="200 OK", headers=[], sent=1234)
+    took = datetime.timedelta(seconds=1, microseconds=234_567)
+
+    _gunicorn_logger(ACCESS_LOG_FORMAT).access(response, request, environ, took)
+    fast = capsys.readouterr().out
+    # gunicorn's own formatting of the same format (a copy of it, so the fast path is off)
+    _gunicorn_logger(ACCESS_LOG_FORMAT + " ").access(response, request, environ, took)
+    general = capsys.readouterr().out
+
+    assert fast.rstrip("\n") == general.rstrip("\n").rstrip()
+    assert fast.startswith('10.0.0.7 "GET /sse/user/1?token=[redacted]&x=1 HTTP/1.1" 200 1234 '
+                           '1234ms pid=<')
+    assert JWT not in fast
 
 
 def test_the_gunicorn_error_log_is_redacted(capsys):

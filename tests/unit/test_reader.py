@@ -43,6 +43,9 @@ class FakeStore:
     def head_key(self, client=None) -> tuple[int, int]:
         return self.head
 
+    def read_newest(self, count, max_bytes, client=None):
+        return [e for e in self.entries if e.key <= self.head][-count:]
+
     def read(self, client, after, block_ms, count):
         self._check()
         self.reads.append(after)
@@ -144,3 +147,16 @@ def test_a_recreated_stream_is_read_from_its_start(make_reader):
 
     wait_until(lambda: reader.hub.position == Position("ep2", 5, 0), 3,
                message="the new stream read from its start")
+
+
+def test_a_starting_reader_keeps_the_streams_newest_entries_for_resumes(make_reader):
+    store = FakeStore("ep", (1700000000003, 0))
+    store.entries = [entry(1700000000000 + n) for n in range(4)]
+
+    reader = make_reader(store)
+
+    assert reader.ready.wait(2)
+    recent = reader.hub.recent
+    # A client that saw entry 1 resumes from memory: 2 and 3 are kept.
+    assert recent.covers("ep", (1700000000001, 0))
+    assert [e.ms for e in recent.after((1700000000001, 0))] == [1700000000002, 1700000000003]

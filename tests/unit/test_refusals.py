@@ -62,16 +62,18 @@ def test_a_full_instance_answers_with_a_reconnectable_stream(make_app):
     held.close()
 
 
-def test_redis_unavailable_at_admission_is_a_reconnectable_stream(make_app, monkeypatch):
+def test_redis_unavailable_for_a_resume_is_a_reconnectable_stream(make_app, monkeypatch):
     app = make_app()
     service = app.extensions["pushservice"]
 
-    def down(*args, **kwargs):
+    def down():
         raise StoreUnavailableError("Redis is unavailable: connection refused")
 
-    monkeypatch.setattr(service.registry.records, "admit", down)
+    monkeypatch.setattr(service.store, "stream_info", down)
+    response = app.test_client().get("/sse/stream/news",
+                                     headers={"Last-Event-ID": "e0ffe0ff-1000-0"})
 
-    assert refusal(app.test_client().get("/sse/stream/news"))["reason"] == "redis_unavailable"
+    assert refusal(response)["reason"] == "redis_unavailable"
     assert service.streams.budget.total() == 0
 
 

@@ -10,7 +10,7 @@ import gevent
 import pytest
 
 from pushservice.engine.subscription import CloseReason, Subscription
-from pushservice.errors import NotFoundError, StoreUnavailableError, TooManyRequestsError
+from pushservice.errors import NotFoundError, StoreUnavailableError
 from pushservice.ops.registry import ConnectionRegistry, worker_id
 from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
 
@@ -36,14 +36,25 @@ def stream(user: str | None = "u1", topics=("user:u1",), kind: str = "user") -> 
 
 
 def open_(registry: ConnectionRegistry, subscription: Subscription) -> Subscription:
+    """Admit and register ``subscription``, and write the registry as its loop would."""
     registry.admit(subscription, remote_addr="127.0.0.1", user_agent="test")
     registry.hub.register(subscription)
+    registry.write_pending()
     return subscription
 
 
 def close(registry: ConnectionRegistry, subscription: Subscription) -> None:
     registry.hub.unregister(subscription)
     registry.remove(subscription)
+    registry.write_pending()
+
+
+def refused_for_user_limit(subscription: Subscription, limit: int) -> None:
+    """The stream was told it is over its user's limit, and when to come back."""
+    assert subscription.closing == "too_many_user_connections"
+    detail = subscription.close_detail
+    assert detail["refused"] is True and detail["details"] == {"limit": limit}
+    assert detail["retry_ms"] > 0 and "MAX_CONNECTIONS_PER_USER" in detail["message"]
 
 
 # -- one connection ---------------------------------------------------------------------
@@ -63,18 +74,14 @@ def test_an_admitted_connection_is_recorded_with_what_operators_see(registry):
     assert abs(record["connected_at"] - time.time()) < 60
 
 
-def test_a_user_at_the_limit_is_refused_with_429(registry):
+def test_a_stream_over_its_users_limit_is_told_to_come_back_later(registry):
     open_(registry, stream())
     open_(registry, stream())
 
-    with pytest.raises(TooManyRequestsError) as refused:
-        registry.admit(stream())
+    third = open_(registry, stream())
 
-    assert refused.value.code == "too_many_user_connections"
-    assert refused.value.status == 429
-    assert refused.value.details == {"limit": 2}
-    assert refused.value.retry_after >= 1
-    assert len(registry.list()["connections"]) == 2  # the refused one left no trace
+    refused_for_user_limit(third, 2)
+    assert len(registry.list()["connections"]) == 2  # the refused one left no record
 
 
 def test_a_closed_stream_gives_its_user_the_slot_back(registry):
@@ -83,15 +90,15 @@ def test_a_closed_stream_gives_its_user_the_slot_back(registry):
 
     close(registry, first)
 
-    open_(registry, stream())  # admitted again
-    with pytest.raises(TooManyRequestsError):
-        registry.admit(stream())
+    assert open_(registry, stream()).closing is None  # admitted again
+    refused_for_user_limit(open_(registry, stream()), 2)
 
 
 def test_the_limit_counts_each_user_apart(registry):
     for _ in range(2):
         open_(registry, stream("u1"))
-    open_(registry, stream("u2", topics=("user:u2",)))  # another user is not affected
+    # another user is not affected
+    assert open_(registry, stream("u2", topics=("user:u2",))).closing is None
 
 
 def test_streams_without_a_user_are_never_limited(registry):
@@ -115,7 +122,7 @@ def test_slots_of_a_dead_worker_free_themselves_when_their_ttl_runs_out(
     open_(registry, stream())
     time.sleep(0.35)  # nobody renews: the worker is gone
     # fakeredis expires keys lazily on access, as Redis expires scores by the admit script
-    registry.admit(stream())
+    assert open_(registry, stream()).closing is None
 
 
 def test_removing_forgets_the_record_and_counts_the_close(registry):
@@ -351,9 +358,50 @@ def test_a_crowd_arriving_at_once_shares_round_trips(registry, monkeypatch):
         return admit(items, *args, **kwargs)
 
     monkeypatch.setattr(registry.records, "admit", counted)
-    crowd = [gevent.spawn(registry.admit, stream(user=None, topics=("news",)))
-             for _ in range(50)]
-    gevent.joinall(crowd, timeout=10, raise_error=True)
+    for _ in range(50):
+        registry.admit(stream(user=None, topics=("news",)))  # never waits for Redis
+    registry.write_pending()
 
-    assert sum(calls) == 50 and len(calls) < 50
+    assert calls == [50]
     assert registry.list()["count"] == 50
+
+
+def test_a_stream_that_came_and_went_before_the_write_is_never_written(registry, monkeypatch):
+    calls = []
+    monkeypatch.setattr(registry.records, "admit", lambda *args: calls.append(args) or [])
+    subscription = stream()
+    registry.admit(subscription)
+    registry.remove(subscription)
+
+    registry.write_pending()
+
+    assert calls == [] and registry.list()["connections"] == []
+
+
+def test_writes_that_fail_are_kept_and_retried(registry, monkeypatch):
+    admit = registry.records.admit
+
+    def down(*args, **kwargs):
+        raise StoreUnavailableError("Redis is unavailable")
+
+    monkeypatch.setattr(registry.records, "admit", down)
+    registry.admit(stream())
+    with pytest.raises(StoreUnavailableError):
+        registry.write_pending()
+    monkeypatch.setattr(registry.records, "admit", admit)
+
+    registry.write_pending()  # Redis is back
+
+    assert registry.list()["count"] == 1
+
+
+def test_renewal_leaves_a_connection_alone_until_its_admission_is_written(registry):
+    subscription = stream()
+    registry.admit(subscription)
+    registry.hub.register(subscription)
+
+    registry.renew()
+
+    assert registry.records.get(subscription.id) is None  # no half-written record
+    registry.write_pending()
+    assert registry.records.get(subscription.id)["connection_id"] == subscription.id

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pushservice.engine import event_stream
-from pushservice.errors import ServiceUnavailableError, TooManyRequestsError
+from pushservice.errors import ServiceUnavailableError, StoreUnavailableError
 from pushservice.ops.capacity import ConnectionBudget
 from pushservice.ops.registry import ConnectionRegistry
 from pushservice.store import ConnectionRecords, ControlStore, DeploymentRecords
@@ -28,7 +28,8 @@ def make_streams(make_engine):
 
 
 def held(streams: Streams) -> tuple[int, int, int]:
-    """What an open stream holds: budget, registry records, hub connections."""
+    """What open streams hold: budget, registry records (once written), hub connections."""
+    streams.registry.write_pending()
     return (streams.budget.total(), len(streams.registry.list()["connections"]),
             streams.hub.connection_count())
 
@@ -66,14 +67,30 @@ def test_a_full_instance_refuses_with_nothing_left_behind(make_streams):
     assert held(streams) == (1, 1, 1)
 
 
-def test_a_user_at_the_limit_is_refused_and_the_slot_given_back(make_streams):
+def test_a_stream_over_its_users_limit_is_closed_and_lets_everything_go(make_streams):
     streams = make_streams(max_connections_per_user=1)
     streams.open(("user:u1",), user="u1")
+    second = streams.open(("user:u1",), user="u1")  # opens at once: Redis is not asked
 
-    with pytest.raises(TooManyRequestsError):
-        streams.open(("user:u1",), user="u1")
+    streams.registry.write_pending()
 
+    assert second.subscription.closing == "too_many_user_connections"
+    assert list(second)[-1].startswith(b"retry: ")  # the final frame says when to return
+    second.close()  # as the server does once the body ends
     assert held(streams) == (1, 1, 1)
+
+
+def test_a_stream_opens_while_redis_is_away(make_streams, monkeypatch):
+    streams = make_streams()
+
+    def down(*args, **kwargs):
+        raise StoreUnavailableError("Redis is unavailable")
+
+    monkeypatch.setattr(streams.registry.records, "admit", down)
+    stream = streams.open(("news",))
+
+    assert stream.subscription.closing is None
+    assert streams.hub.connection_count() == 1
 
 
 def test_a_failure_after_registering_undoes_every_step(make_streams, monkeypatch):
