@@ -13,7 +13,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.refusals import assert_refused
 from tests.support.sse_client import SSEClient
 from tests.support.waiting import wait_until
 
@@ -146,8 +145,13 @@ def test_connections_per_user_are_limited_across_instances(service):
     try:
         for instance in (alpha, beta):
             with instance.sse("/sse/user/greedy") as refused:
-                assert assert_refused(refused, "too_many_user_connections")["details"] == {
-                    "limit": 2}
+                # Opened at once (no wait for Redis), then told it is over the limit and
+                # when to come back.
+                closing = refused.wait_for(lambda frame: frame.event == "closing", 10)
+                payload = closing.json()
+                assert payload["reason"] == "too_many_user_connections"
+                assert payload["refused"] is True and payload["details"] == {"limit": 2}
+                assert closing.retry == payload["retry_ms"] > 0
         with alpha.sse("/sse/user/someone-else") as other:
             assert other.status == 200
     finally:
