@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from pushservice.auth import build_claims, mint_token
 from tests.support.waiting import wait_until
@@ -167,6 +170,32 @@ def test_a_refused_stream_comes_back_when_there_is_room(service, page_server, br
     assert seen["fatal"] == [] and seen["lost"] == []
     print(f"\nrefused with {refused}; reconnects: {len(seen['reconnecting'])}")
     wait_until(lambda: instance.open_connections() == 1, 10, message="one stream open")
+
+
+def test_a_stream_gone_silent_is_replaced(service, page_server, browser):
+    instance = _start(service, page_server, HEARTBEAT_INTERVAL="0.5")
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      window.push = record(PushService.connect({{url: {json.dumps(instance.base_url)},
+                                                 user: '123'}}));
+    """))
+    browser.open(page_server.url("/"))
+    first = browser.wait_for("seen.open.length == 1 && seen.open[0]", 15, what="the stream")
+    _publish(instance, 1)
+    assert _messages(browser, 1) == [1]
+
+    # The worker freezes (as a host that vanished would): no frame, no close, only silence.
+    os.kill(first["worker"], signal.SIGSTOP)
+    try:
+        response = requests.post(instance.url("/api/v1/messages/send"), timeout=10, json={
+            "type": "info", "service": "knowledge-service", "target": {"user_id": "123"},
+            "data": {"n": 2}})  # a new connection: the frozen worker cannot take it
+        assert response.status_code == 202, response.text
+        browser.wait_for(f"seen.open.length >= 2 && seen.open.at(-1).worker != {first['worker']}",
+                         15, what="a new stream on the other worker")
+    finally:
+        os.kill(first["worker"], signal.SIGCONT)
+    assert _messages(browser, 2) == [1, 2]
+    assert any(r["reason"] == "stalled" for r in browser.evaluate("seen.reconnecting"))
 
 
 def _token(ttl: float, subject: str = "123") -> str:
@@ -344,3 +373,49 @@ def test_acknowledgements_are_sent_after_the_handlers_and_never_break_the_page(
     publish(5, "info", True)
     assert _messages(browser, 5) == [1, 2, 3, 4, 5]
     assert browser.evaluate("push.readyState") == 1
+
+
+def _documented_examples() -> list[tuple[str, str]]:
+    """The ```js and ```html blocks of docs/javascript-client.md, verbatim."""
+    text = (Path(__file__).parents[2] / "docs" / "javascript-client.md").read_text("utf-8")
+    return re.findall(r"```(js|html)\n(.*?)```", text, re.DOTALL)
+
+
+def test_the_documented_examples_run(service, page_server, browser):
+    examples = _documented_examples()
+    assert len(examples) >= 6
+    # As the docs say: a page on an allowed origin, against the service on port 8089
+    # with authentication off; nothing on the page's origin answers /token.
+    instance = _start(service, page_server)
+    # Errors the page throws, and the id of each message its EventSource receives.
+    catch = ("<script>window.pageErrors = []; window.delivered = [];"
+             "addEventListener('error', (e) => pageErrors.push(String(e.message)));"
+             "addEventListener('unhandledrejection', (e) => pageErrors.push(String(e.reason)));"
+             "window.EventSource = class extends EventSource { constructor(url, options) {"
+             "  super(url, options);"
+             "  this.addEventListener('message', (e) => delivered.push(e.lastEventId)); } };"
+             "</script>")
+    for number, (kind, code) in enumerate(examples):
+        code = code.replace("http://localhost:8089", instance.base_url)
+        page = (f"<!doctype html><meta charset='utf-8'>{catch}{code}" if kind == "html" else
+                f"<!doctype html><meta charset='utf-8'>{catch}"
+                f"<script src='{instance.base_url}/static/pushservice.js'></script>"
+                f"<script>{code}</script>")
+        page_server.add(f"/example{number}", page)
+        browser.open(page_server.url(f"/example{number}"))
+        wait_until(lambda: instance.open_connections() == 1, 10,
+                   message=lambda number=number, code=code: (
+                       f"example {number} to open its stream:\n{code}\n"
+                       f"errors: {browser.evaluate('pageErrors')}"))
+        response = instance.publish({"type": "progress", "service": "knowledge-service",
+                                     "target": {"user_id": "123"},
+                                     "data": {"progress": 65, "message": "正在生成向量嵌入..."},
+                                     "metadata": {"require_ack": True}})
+        assert response.status_code == 202
+        event_id = response.json()["event_id"]
+        browser.wait_for(f"delivered.includes('{event_id}')", 10,
+                         what=f"example {number} to receive a message")
+        assert browser.evaluate("pageErrors") == [], f"example {number}:\n{code}"
+        browser.open("about:blank")
+        wait_until(lambda: instance.open_connections() == 0, 10,
+                   message=f"example {number} to let its stream go")
