@@ -91,7 +91,7 @@ def worker_int(worker):
 def worker_exit(server, worker):
     service = worker.wsgi.extensions.get("pushservice") if hasattr(worker, "wsgi") else None
     if service is not None:
-        service.registry.stop()
+        service.stop()
 
 
 def child_exit(server, worker):

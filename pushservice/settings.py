@@ -105,6 +105,9 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     sse_retry_ms: int = 3000
     reader_block_ms: int = 2000
+    # Each worker publishes a probe this often and must read it back: /health turns 503
+    # (and the reader reconnects) after two intervals without one. 0 turns probes off.
+    health_probe_seconds: float = 5.0
     # Entries per XREAD: also bounds how long one routing pass keeps other greenlets
     # waiting (250 entries for 5,000 subscribers is about 0.6 s of offers).
     reader_batch_size: int = 250
@@ -175,6 +178,8 @@ class Settings:
             "shutdown_grace_seconds": reader.number("SHUTDOWN_GRACE_SECONDS", minimum=0.5),
             "sse_retry_ms": reader.integer("SSE_RETRY_MS", minimum=0),
             "reader_block_ms": reader.integer("READER_BLOCK_MS", minimum=10),
+            "health_probe_seconds": reader.number("HEALTH_PROBE_SECONDS", minimum=0,
+                                                  maximum=3600),
             "reader_batch_size": reader.integer("READER_BATCH_SIZE", minimum=1),
             "embedded_redis_dir": (env.get("EMBEDDED_REDIS_DIR", "").strip()
                                    or d.embedded_redis_dir),

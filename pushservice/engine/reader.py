@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gevent.event import Event
 
 from ..background import Loop
 from ..settings import Settings
-from ..store import MessageStore
+from ..store import Entry, MessageStore
 from .hub import Hub
 from .position import Position
 from .stats import WorkerStats
 
 log = logging.getLogger(__name__)
+
+# The type of the health probes (probe.py): no published message can have it.
+PROBE_TYPE = "probe"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Reader:
         self._client = None
         self._resync = True
         self._loop = Loop(self._read, "reader", on_failure=self._failed)
+        # Called with each health probe the reader routes (probe.py sets it).
+        self.on_probe: Callable[[Entry], None] | None = None
 
     def start(self) -> None:
         """Start reading. Idempotent."""
@@ -62,6 +68,14 @@ class Reader:
 
     def stop(self) -> None:
         self._loop.stop()
+
+    def reconnect(self) -> None:
+        """Drop the connection to Redis and read again from where the hub has routed (a
+        health probe no longer comes through: the connection may lead nowhere, as to a
+        primary that a failover demoted)."""
+        self._loop.stop()
+        self._failed(ConnectionResetError("reconnecting: health probes stopped coming"))
+        self._loop.start()
 
     @property
     def alive(self) -> bool:
@@ -88,6 +102,11 @@ class Reader:
         if entries:
             self.hub.route(entries)
             self.lag_seconds = max(0.0, time.time() - entries[-1].ms / 1000)
+            on_probe = self.on_probe
+            if on_probe is not None:
+                for entry in entries:
+                    if entry.type == PROBE_TYPE:
+                        on_probe(entry)
         else:
             self.lag_seconds = 0.0
 

@@ -1,5 +1,5 @@
-"""One worker's engine, as one object: its settings, counters, message store, hub and
-reader. The parts above it (registry, metrics, streams) take it whole."""
+"""One worker's engine, as one object: its settings, counters, message store, hub, reader
+and health probe. The parts above it (registry, metrics, streams) take it whole."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..settings import Settings
 from ..store import MessageStore
 from .hub import Hub
+from .probe import DeliveryProbe
 from .reader import Reader
 from .stats import WorkerStats
 
@@ -22,19 +23,23 @@ class WorkerEngine:
     store: MessageStore
     hub: Hub
     reader: Reader
+    probe: DeliveryProbe
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerEngine:
         stats = WorkerStats()
         store = MessageStore(settings)
         hub = Hub(settings, stats)
-        return cls(settings, stats, store, hub, Reader(settings, store, hub, stats))
+        reader = Reader(settings, store, hub, stats)
+        return cls(settings, stats, store, hub, reader, DeliveryProbe(settings, store, reader))
 
     def start(self) -> None:
-        """Start heartbeats and the reader. Idempotent."""
+        """Start heartbeats, the reader and the health probes. Idempotent."""
         self.hub.start()
         self.reader.start()
+        self.probe.start()
 
     def stop(self) -> None:
+        self.probe.stop()
         self.reader.stop()
         self.hub.stop()

@@ -96,6 +96,11 @@ class PushMetrics:
             "message_push_reader_lag_seconds",
             "How far behind the newest message the slowest worker's reader is.",
             registry=r, multiprocess_mode="livemax")
+        self.probe_age = Gauge(
+            "message_push_delivery_probe_age_seconds",
+            "Seconds since the worker that lags most last saw its own health probe come "
+            "through the pipeline (above twice HEALTH_PROBE_SECONDS: not delivering).",
+            registry=r, multiprocess_mode="livemax")
         self.reader_up = Gauge(
             "message_push_reader_up", "Workers whose reader read successfully of late.",
             registry=r, multiprocess_mode="livesum")
@@ -163,6 +168,9 @@ class PushMetrics:
         status = engine.reader.status()
         self.reader_lag.set(status.lag_seconds)
         self.reader_up.set(1 if status.alive and status.last_error is None else 0)
+        probe_age = engine.probe.age()
+        if probe_age is not None:
+            self.probe_age.set(probe_age)
         if stream_length is not None:
             self.stream_length.set(stream_length)
 

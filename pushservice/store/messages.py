@@ -36,8 +36,9 @@ REQUEST_MEMORY_SECONDS = 120
 
 # KEYS: stream, epoch, request marker, shared counters, then one key per message that
 # carries its publisher's own id. ARGV: new epoch, max length, MESSAGE_TTL in ms, request
-# memory, deadline (Unix ms, 0: none), message count n, count d of such messages; then d
-# pairs (message number, ttl); then n pairs (header, body).
+# memory, deadline (Unix ms, 0: none), the counter to add the messages written to,
+# message count n, count d of such messages; then d pairs (message number, ttl); then n
+# pairs (header, body).
 _PUBLISH_SCRIPT = """
 local remembered = redis.call('GET', KEYS[3])
 if remembered then return {'remembered', remembered} end
@@ -54,11 +55,11 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
 end
-local n = tonumber(ARGV[6])
-local d = tonumber(ARGV[7])
+local n = tonumber(ARGV[7])
+local d = tonumber(ARGV[8])
 local chosen = {}
 for j = 1, d do
-  chosen[tonumber(ARGV[6 + 2 * j])] = {KEYS[4 + j], ARGV[7 + 2 * j]}
+  chosen[tonumber(ARGV[7 + 2 * j])] = {KEYS[4 + j], ARGV[8 + 2 * j]}
 end
 -- Each entry names the one written before it. This script never trims the newest entry,
 -- so that is the stream's last entry; an emptied stream still knows its last id.
@@ -74,7 +75,7 @@ elseif redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local out = {epoch}
 local written = 0
-local base = 8 + 2 * d
+local base = 9 + 2 * d
 for i = 1, n do
   local own = chosen[i]
   local id = false
@@ -100,7 +101,7 @@ if written > 0 then
   local newest_ms = tonumber(string.match(previous, '^(%d+)'))
   redis.call('XTRIM', KEYS[1], 'MINID', '~', (newest_ms - tonumber(ARGV[3])) .. '-0')
 end
-redis.call('HINCRBY', KEYS[4], 'published', written)
+redis.call('HINCRBY', KEYS[4], ARGV[6], written)
 redis.call('SET', KEYS[3], table.concat(out, ' '), 'EX', ARGV[4])
 return out
 """
@@ -250,9 +251,10 @@ class MessageStore:
     # -- publishing ---------------------------------------------------------------------
 
     @translate_errors
-    def publish(self, messages: Sequence[Message],
-                deadline: float | None = None) -> list[Published]:
-        """Write ``messages`` in one round trip, all or none. With a ``deadline``
+    def publish(self, messages: Sequence[Message], deadline: float | None = None,
+                counter: str = "published") -> list[Published]:
+        """Write ``messages`` in one round trip, all or none, counted in the shared
+        ``counter`` (``published``; health probes count apart). With a ``deadline``
         (``time.time()`` seconds), nothing is written once Redis's clock is past it (less
         client.DEADLINE_MARGIN_SECONDS): a caller that gave up by then can say "nothing was
         written" (StoreUnavailableError when the write came too late)."""
@@ -269,7 +271,8 @@ class MessageStore:
                         message.body]
         args = [new_epoch(), self.settings.stream_max_length,
                 self.settings.message_ttl * 1000, REQUEST_MEMORY_SECONDS,
-                deadline_ms(deadline), len(messages), len(chosen) // 2, *chosen, *entries]
+                deadline_ms(deadline), counter, len(messages), len(chosen) // 2, *chosen,
+                *entries]
         reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=client)
         if reply[0] == b"expired":
             raise StoreUnavailableError(

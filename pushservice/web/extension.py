@@ -99,6 +99,15 @@ class PushService:
         self.registration.start()
         self.metrics.start(self.engine, lambda: self.registry.stream_length)
 
+    def stop(self) -> None:
+        """Stop this worker's greenlets, write what the registry still holds and withdraw
+        the worker (best effort; what is left behind expires by itself)."""
+        self.metrics.stop()
+        self.registration.stop()
+        self.engine.stop()
+        self.registry.stop()
+        self._started_in = None
+
     def use_shared_budget(self, budget: ConnectionBudget) -> None:
         """Count this worker's streams in the instance-wide table (gunicorn hook)."""
         self.streams.budget = budget

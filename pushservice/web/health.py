@@ -16,7 +16,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health")
 def health():
-    """200 when Redis answers and this worker's reader has read recently, else 503."""
+    """200 when Redis answers, this worker's reader has read recently and its own
+    probes come through the pipeline, else 503."""
     service = push_service()
     service.start()
     checks = {}
@@ -37,6 +38,16 @@ def health():
         "last_error": reader.last_error,
         "position": service.hub.position.event_id,
     }
+    probe = service.engine.probe
+    if probe.enabled:
+        age = probe.age()
+        checks["delivery"] = {
+            "ok": probe.healthy(),
+            "seconds_since_own_probe": None if age is None else round(age, 3),
+            "probe_round_trip_ms": None if probe.round_trip_seconds is None
+            else round(probe.round_trip_seconds * 1000, 2),
+            "interval_seconds": probe.interval,
+        }
     ok = all(check["ok"] for check in checks.values())
     body = {
         "status": "ok" if ok else "unavailable",

@@ -21,11 +21,31 @@ from dataclasses import dataclass, field
 import pytest
 
 from pushservice.engine.hub import Hub
+from pushservice.engine.probe import DeliveryProbe
 from pushservice.engine.reader import Reader
 from pushservice.engine.stats import WorkerStats
 from pushservice.engine.worker import WorkerEngine
 from pushservice.settings import Settings
 from pushservice.store import MessageStore, RedisConnections
+
+
+@pytest.fixture(autouse=True)
+def stop_started_services(monkeypatch):
+    """Apps that a test started (a request to /health or a stream starts the worker's
+    greenlets) are stopped after it, so that no loop outlives its test."""
+    from pushservice.web.extension import PushService
+
+    started = []
+    start = PushService.start
+
+    def tracked(self) -> None:
+        started.append(self)
+        start(self)
+
+    monkeypatch.setattr(PushService, "start", tracked)
+    yield
+    for service in started:
+        service.stop()
 
 
 @pytest.fixture
@@ -64,7 +84,9 @@ def make_engine(store, settings):
         chosen = settings.replace(**changes)
         stats = WorkerStats()
         hub = Hub(chosen, stats)
-        return WorkerEngine(chosen, stats, store, hub, Reader(chosen, store, hub, stats))
+        reader = Reader(chosen, store, hub, stats)
+        return WorkerEngine(chosen, stats, store, hub, reader,
+                            DeliveryProbe(chosen, store, reader))
 
     return make
 

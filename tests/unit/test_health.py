@@ -13,15 +13,8 @@ from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-def app(fake_clients):
-    app = create_app(Settings(enable_auth=False, reader_block_ms=20))
-    yield app
-    service = app.extensions["pushservice"]
-    service.reader.stop()
-    service.hub.stop()
-    service.registry.stop()
-    service.registration.stop()
-    service.metrics.stop()
+def app(fake_clients):  # stopped after the test by conftest's stop_started_services
+    return create_app(Settings(enable_auth=False, reader_block_ms=20))
 
 
 def get_health(app):

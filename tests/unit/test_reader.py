@@ -160,3 +160,18 @@ def test_a_starting_reader_keeps_the_streams_newest_entries_for_resumes(make_rea
     # A client that saw entry 1 resumes from memory: 2 and 3 are kept.
     assert recent.covers("ep", (1700000000001, 0))
     assert [e.ms for e in recent.after((1700000000001, 0))] == [1700000000002, 1700000000003]
+
+
+def test_a_reconnect_takes_a_fresh_connection_and_keeps_the_place(make_reader):
+    store = FakeStore("ep", (1700000000003, 0))
+    reader = make_reader(store)
+    reader.ready.wait(2)
+    made = store.clients_made
+
+    reader.reconnect()
+    store.entries = [entry(1700000000004)]
+
+    wait_until(lambda: reader.hub.position.key == (1700000000004, 0), 3,
+               message="reading on after the reconnect")
+    assert store.clients_made > made
+    assert reader.alive

@@ -18,20 +18,10 @@ SECRET = "0123456789abcdef0123456789abcdef-refusals"
 
 @pytest.fixture
 def make_app(fake_clients):
-    apps = []
-
     def make(**changes):
-        app = create_app(Settings(enable_auth=False, reader_block_ms=20).replace(**changes))
-        apps.append(app)
-        return app
+        return create_app(Settings(enable_auth=False, reader_block_ms=20).replace(**changes))
 
-    yield make
-    for app in apps:
-        service = app.extensions["pushservice"]
-        service.engine.stop()
-        service.registry.stop()
-        service.registration.stop()
-        service.metrics.stop()
+    return make
 
 
 def refusal(response) -> dict:

@@ -134,6 +134,7 @@
       this._timer = null;       // the scheduled reconnect
       this._token = null;       // what getToken() returned last
       this._failures = 0;       // connections in a row that did not reach `connected`
+      this._refusals = 0;       // refusals in a row (some come after `connected`)
       this._unauthorized = 0;   // 401s in a row, each with a fresh token
       this._suspended = false;  // closed by pagehide, to reopen on pageshow
       this._watchdog = null;
@@ -406,6 +407,7 @@
         return;
       }
       if (event.lastEventId) this._lastMessageId = event.lastEventId;
+      this._refusals = 0;
       const message = parse(event);
       if (!message) return;
       const everyone = this._emit('message', message, event);
@@ -442,6 +444,7 @@
 
     _onHeartbeat(event) {
       this._seen(event);
+      this._refusals = 0;  // a stream that lives was not refused
       this._emit('heartbeat', parse(event) || {}, event);
     }
 
@@ -457,16 +460,20 @@
       const retry = Number(closing.retry_ms);
       let delay = Number.isFinite(retry) && retry >= 0 ? retry : DEFAULT_RETRY_MS;
       if (closing.refused || !wasConnected) {
-        // Refused before `connected`: honour the service's delay, plus backoff if it repeats.
-        this._failures += 1;
+        // Refused (the user's stream limit is told after `connected`): honour the service's
+        // delay, plus a backoff that grows while refusals repeat.
+        this._refusals += 1;
+        this._failures = Math.max(this._failures + 1, this._refusals);
         delay += this._jitter();
       } else if (closing.reason === 'token_expired' && this._getToken) {
         delay = 0;  // a fresh token is all it takes; waiting gains nothing
       }
+      if (!closing.refused) this._refusals = 0;
       delay = Math.round(delay);
       this._schedule(delay, false);
       this._emit('closing', closing, event);
       if (closing.reason === 'token_expired') this._emit('token-expired', closing, event);
+      if (this._readyState === CLOSED) return;  // a handler called close()
       this._emit('reconnecting', {
         reason: 'closing', closing: closing.reason, attempt: this._failures, delay: delay,
       });
