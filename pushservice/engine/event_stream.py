@@ -170,12 +170,13 @@ class EventStream:
     The connection is registered with the hub before it is built; ``start`` is the hub's
     position at that moment. ``close()`` ends it and calls the context's ``on_close``,
     whether or not the body was ever iterated. ``client_fd``, when given, is watched for
-    the client hanging up.
+    the client hanging up. A stream closed for a shutdown also closes its connection
+    (``close_connection``), so that the client reconnects to a worker that stays.
     """
 
     __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
-                 "context", "expires_at", "heartbeat_events", "plan", "replayed", "start",
-                 "subscription")
+                 "close_connection", "context", "expires_at", "heartbeat_events", "plan",
+                 "replayed", "start", "subscription")
 
     def __init__(self, context: StreamContext, subscription: Subscription, start: Position,
                  plan: ResumePlan, heartbeat_events: bool = False,
@@ -187,6 +188,9 @@ class EventStream:
         self.heartbeat_events = heartbeat_events
         self.expires_at = expires_at
         self.replayed = 0
+        # Set by the server side when it can: close the client's connection once this
+        # response ends, instead of keeping it alive for the client's next request.
+        self.close_connection: Callable[[], None] | None = None
         # Where the client stands: after what it sent when it resumes (never behind it,
         # whatever this worker's reader has read), else where the hub stands.
         position = subscription.position
@@ -276,6 +280,10 @@ class EventStream:
                 if self.expires_at is not None and time.time() >= self.expires_at:
                     self._token_expired()
                 if subscription.closing is not None:
+                    if subscription.closing == CloseReason.SHUTDOWN and \
+                            self.close_connection is not None:
+                        # Not back to this worker over the same kept-alive connection.
+                        self.close_connection()
                     if subscription.closing != CloseReason.CLIENT_GONE:
                         deadline.start()
                         yield self._final_frame(subscription.closing,

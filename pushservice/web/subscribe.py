@@ -135,8 +135,8 @@ def refuse_for_now(error: RetryLaterError) -> Response:
     if error.details is not None:
         payload["details"] = error.details
     push_service().metrics.stream_refusals.labels(error.code).inc()
-    response = Response(encode_json_frame(payload, "closing", retry_ms=retry_ms),
-                        headers=_STREAM_HEADERS)
+    response = ClosingResponse(encode_json_frame(payload, "closing", retry_ms=retry_ms),
+                               headers=_STREAM_HEADERS)
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     response.headers["Retry-After"] = str(max(1, round(retry_ms / 1000)))
     response.headers[REFUSED_HEADER] = error.code
@@ -158,5 +158,25 @@ class EventStreamResponse(Response):
         environ.pop("werkzeug.request", None)
         if app_iter is not self.response:  # HEAD: no body, so end the stream now
             self.close()
+        else:
+            self.response.close_connection = _connection_closer(start_response)
         return app_iter
+
+
+class ClosingResponse(Response):
+    """A response after which the server closes the connection: a refused client
+    reconnects on a new one, which may reach another worker or instance."""
+
+    def __call__(self, environ, start_response):
+        close = _connection_closer(start_response)
+        if close is not None:
+            close()
+        return super().__call__(environ, start_response)
+
+
+def _connection_closer(start_response):
+    """How to make gunicorn close this request's connection once the response ends (its
+    ``start_response`` is a bound method of its response object); None elsewhere. A
+    ``Connection: close`` header would not do: gunicorn drops hop-by-hop headers."""
+    return getattr(getattr(start_response, "__self__", None), "force_close", None)
 

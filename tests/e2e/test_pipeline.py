@@ -188,6 +188,8 @@ def test_sigterm_ends_the_workers_streams_with_a_final_frame(service):
             assert final.retry is not None and final.retry > 0
             with pytest.raises(StreamClosedError):
                 client.next_frame(timeout=10)
+            # ... and its connection: the reconnect reaches a worker that stays.
+            assert client.server_closed_connection(timeout=5)
         instance.publish(_message(1, channel="term"))
         for client in by_worker[survivor]:
             assert _numbers(client.collect(1, predicate=_is_message)) == [1]
@@ -238,6 +240,7 @@ def test_beyond_max_connections_a_stream_is_told_when_to_come_back(service):
         with instance.sse("/sse/user/full") as refused:
             refusal = assert_refused(refused, "too_many_connections")
             assert "MAX_CONNECTIONS" in refusal["message"]
+            assert refused.server_closed_connection()  # the retry may find another worker
         held.pop().close()
 
         def reused() -> bool:  # once the server has noticed the hang-up

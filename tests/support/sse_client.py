@@ -377,6 +377,19 @@ class SSEClient:
         """The whole body parsed as JSON."""
         return json.loads(self.read_body(timeout))
 
+    def server_closed_connection(self, timeout: float = 5.0) -> bool:
+        """After the response ended: True when the server closed the connection too, False
+        when it kept it alive for another request (nothing arrives within ``timeout``)."""
+        if self._sock is None:
+            return True
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recv(1) == b""
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
