@@ -213,6 +213,8 @@ def _publisher_argv(scn: Scenario, port: int) -> list[str]:
             str(scn.duration_s),
             "--connections",
             str(scn.publishers),
+            "--max-connections",
+            str(scn.publishers if scn.closed_loop else 64),
             "--batch",
             str(scn.batch),
             "--window-ms",

@@ -27,6 +27,10 @@ class Scenario:
     target: str = "channel:c1"  # channel:NAME or user:u{k}
     targets: int = 1  # how many users u{k} the messages spread over
     publishers: int = 8  # publishing connections
+    # rate mode: a closed loop keeps exactly ``publishers`` connections, each waiting for
+    # its answer before the next send (as a service's small HTTP pool does); otherwise the
+    # generator opens more rather than let the schedule slip (an open loop).
+    closed_loop: bool = False
     batch: int = 0  # messages per batch request, 0 = single sends
     window_ms: float = 0.0  # rate mode: what falls due in a window goes as one batch
     heartbeat_s: float = 30.0
@@ -87,6 +91,32 @@ _SCALING_BASE = replace(
     generator_processes=2,
 )
 
+_TARGETED = Scenario(
+    name="targeted-2000x2000",
+    description="2,000 subscribers on their own user topic, 2,000 msg/s for 10 s "
+    "(batched every 5 ms), "
+    "each to one user",
+    subscribers=2000,
+    path="/sse/user/u{i}",
+    topic="user:u{i}",
+    rate=2000,
+    target="user:u{k}",
+    targets=2000,
+    publishers=32,
+    # A service publishing 2,000 msg/s batches them: every 5 ms, what fell due.
+    window_ms=5.0,
+)
+
+
+def _closed(scenario: Scenario, publishers: int) -> Scenario:
+    """``scenario`` published by ``publishers`` connections that each wait for their
+    answer before sending the next message."""
+    return replace(scenario, name=scenario.name + "-closed", closed_loop=True,
+                   publishers=publishers,
+                   description=scenario.description + f"; {publishers} publishers, each "
+                   "waiting for its answer (closed loop)")
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -94,21 +124,11 @@ SCENARIOS: dict[str, Scenario] = {
         _fanout(1000, 100),
         _fanout(5000, 20),
         _fanout(5000, 100),
-        Scenario(
-            name="targeted-2000x2000",
-            description="2,000 subscribers on their own user topic, 2,000 msg/s for 10 s "
-            "(batched every 5 ms), "
-            "each to one user",
-            subscribers=2000,
-            path="/sse/user/u{i}",
-            topic="user:u{i}",
-            rate=2000,
-            target="user:u{k}",
-            targets=2000,
-            publishers=32,
-            # A service publishing 2,000 msg/s batches them: every 5 ms, what fell due.
-            window_ms=5.0,
-        ),
+        _closed(_fanout(5000, 100), 8),
+        _TARGETED,
+        _closed(replace(_TARGETED, window_ms=0.0,
+                        description="2,000 subscribers on their own user topic, 2,000 msg/s "
+                        "for 10 s as single sends, each to one user"), 32),
         Scenario(
             name="idle-10000",
             description="10,000 connections held 20 s, heartbeat every 5 s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,58 @@ from gevent.queue import Empty, Full
 from gevent.timeout import Timeout
 
 from .position import ClientPosition
+
+# Consumers woken per turn of the event loop at most (see WakeQueue).
+WAKE_SLICE = 8
+
+
+class WakeQueue:
+    """Wakes waiting consumers a slice at a time, one event-loop callback per slice.
+
+    gevent runs its callbacks first in, first out. A fan-out to thousands of streams
+    woken one callback each would put every other callback queued meanwhile (a
+    publish's answer coming back through its AsyncResult, a greenlet just spawned)
+    behind all of them: publishers waited a fan-out's whole length, hundreds of
+    milliseconds, for each step. A slice per callback, queued again at the back while
+    consumers wait, lets those run between slices.
+    """
+
+    __slots__ = ("_loop", "_pending", "_scheduled", "hub")
+
+    def __init__(self, hub) -> None:
+        self.hub = hub
+        self._loop = hub.loop
+        self._pending: deque[Waiter] = deque()
+        self._scheduled = False
+
+    def wake(self, waiter: Waiter) -> None:
+        self._pending.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._run)
+
+    def _run(self) -> None:
+        pending = self._pending
+        try:
+            for _ in range(min(WAKE_SLICE, len(pending))):
+                pending.popleft().switch(None)  # a Waiter reports its own errors
+        finally:
+            if pending:
+                self._loop.run_callback(self._run)
+            else:
+                self._scheduled = False
+
+
+_wakes: WakeQueue | None = None
+
+
+def wake_queue() -> WakeQueue:
+    """This thread's WakeQueue (a new one after a fork, with gevent's new hub)."""
+    global _wakes
+    hub = get_hub()
+    if _wakes is None or _wakes.hub is not hub:
+        _wakes = WakeQueue(hub)
+    return _wakes
 
 
 class Mailbox:
@@ -43,6 +96,18 @@ class Mailbox:
         self.queue.append(item)
         self._wake()
 
+    def put_many(self, items: list[Any]) -> None:
+        """``put_nowait`` for each of ``items`` in order, with one wake-up: Full once the
+        queue is full (what fitted is queued)."""
+        room = self.maxsize - len(self.queue)
+        if room < len(items):
+            if room > 0:
+                self.queue.extend(items[:room])
+                self._wake()
+            raise Full
+        self.queue.extend(items)
+        self._wake()
+
     def take_all(self, timeout: float | None = None) -> list[Any]:
         """Everything waiting, oldest first, once at least one item is there."""
         self._wait(timeout)
@@ -60,8 +125,8 @@ class Mailbox:
         if waiter is not None:
             self._waiter = None
             # The consumer runs when the hub next runs callbacks: never in the middle of
-            # the producer's loop.
-            get_hub().loop.run_callback(waiter.switch, None)
+            # the producer's loop, and a slice at a time (WakeQueue).
+            wake_queue().wake(waiter)
 
     def _wait(self, timeout: float | None) -> None:
         while not self.queue:
@@ -149,10 +214,21 @@ class Subscription:
             self.queue.put_nowait(item)
             return True
         except Full:
-            if self.closing is not None:
-                return True  # already on its way out
-            self.close(CloseReason.SLOW_CONSUMER, {"queue_size": self.queue.maxsize})
-            return False
+            return self._overflowed()
+
+    def offer_many(self, items: list[Any]) -> bool:
+        """``offer`` for each of ``items`` in order, at the cost of one."""
+        try:
+            self.queue.put_many(items)
+            return True
+        except Full:
+            return self._overflowed()
+
+    def _overflowed(self) -> bool:
+        if self.closing is not None:
+            return True  # already on its way out
+        self.close(CloseReason.SLOW_CONSUMER, {"queue_size": self.queue.maxsize})
+        return False
 
     def close(self, reason: str, detail: dict[str, Any] | None = None) -> None:
         """Ask the connection to end with a final frame giving ``reason``. Idempotent."""

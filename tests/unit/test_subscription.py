@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gevent
 import pytest
+from gevent.hub import get_hub
 from gevent.queue import Empty, Full
 
 from pushservice.engine.subscription import (
     WAKE,
+    WAKE_SLICE,
     CloseReason,
     Mailbox,
     Subscription,
@@ -132,3 +134,45 @@ def test_mailbox_refuses_beyond_its_size_without_blocking():
     mailbox.put_nowait(2)
     with pytest.raises(Full):
         mailbox.put_nowait(3)
+
+
+def test_many_items_are_queued_in_order_with_room_checked_once():
+    mailbox = Mailbox(5)
+    mailbox.put_many(["a", "b"])
+    mailbox.put_many(["c"])
+
+    with pytest.raises(Full):
+        mailbox.put_many(["d", "e", "f"])  # one more than fits
+
+    assert mailbox.take_all() == ["a", "b", "c", "d", "e"]
+
+
+def test_offering_many_to_a_full_queue_closes_it_as_slow_once():
+    subscription = Subscription(("news",), queue_size=3)
+
+    assert subscription.offer_many(["a", "b"]) is True
+    assert subscription.offer_many(["c", "d"]) is False
+    assert subscription.offer_many(["e"]) is True  # already on its way out
+
+    assert subscription.closing == CloseReason.SLOW_CONSUMER
+
+
+def test_a_fan_out_wakes_consumers_a_slice_at_a_time_letting_others_run_between():
+    # Many consumers waiting, and then one unrelated callback (as a publish's answer):
+    # it must not wait for every consumer to have run.
+    order: list[str] = []
+    boxes = [Mailbox(10) for _ in range(WAKE_SLICE * 20)]
+
+    def consume(index: int, box: Mailbox) -> None:
+        box.take_all()
+        order.append(f"consumer {index}")
+
+    consumers = [gevent.spawn(consume, n, box) for n, box in enumerate(boxes)]
+    gevent.sleep(0)  # all waiting
+    for box in boxes:
+        box.put_nowait("x")
+    get_hub().loop.run_callback(lambda: order.append("other"))
+    gevent.joinall(consumers, timeout=5)
+
+    assert len(order) == len(boxes) + 1
+    assert order.index("other") <= 2 * WAKE_SLICE
