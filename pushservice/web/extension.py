@@ -124,16 +124,18 @@ class PushService:
 
     # -- publishing ---------------------------------------------------------------------
 
-    def publish(self, messages: Sequence[Message]) -> list[Published]:
+    def publish(self, messages: Sequence[Message],
+                timeout: float | None = None) -> list[Published]:
         """Store ``messages`` (all or none), sharing the round trip to Redis with
         concurrent publishes of this worker; counts what failed for the metrics.
 
-        Answers within REQUEST_TIMEOUT_SECONDS: StoreUnavailableError (503) when Redis
-        did not answer by then, and then nothing was written (the publish script refuses
-        to write after the deadline)."""
+        Answers within ``timeout`` seconds (REQUEST_TIMEOUT_SECONDS by default):
+        StoreUnavailableError (503) when Redis did not answer by then, and then nothing
+        was written (the publish script refuses to write after the deadline)."""
+        if timeout is None:
+            timeout = self.settings.request_timeout_seconds
         try:
-            return self.group_commit.submit(
-                messages, timeout=self.settings.request_timeout_seconds)
+            return self.group_commit.submit(messages, timeout=max(timeout, 0.0))
         except CallTimedOutError:
             self.engine.stats.publish_failed += len(messages)
             raise StoreUnavailableError(

@@ -8,6 +8,7 @@ service's rate limit (429). Only then is anything written, all of it or none.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -43,10 +44,11 @@ def broadcast():
 
 def _publish_one(endpoint: str, broadcast: bool) -> Response:
     service = push_service()
+    deadline = _deadline(service)
     principal = _publisher()
     message = service.messages.build(_json_body(), broadcast=broadcast)
-    _admit(service, principal, [message], broadcast=broadcast)
-    (published,) = service.publish([message])
+    _admit(service, principal, [message], deadline, broadcast=broadcast)
+    (published,) = service.publish([message], timeout=deadline - time.monotonic())
     service.metrics.messages_sent.labels(endpoint).inc()
     return _accepted(_describe(published))
 
@@ -58,6 +60,7 @@ def batch():
     The body is ``{"messages": [...]}`` (a bare JSON array is accepted too).
     """
     service = push_service()
+    deadline = _deadline(service)
     principal = _publisher()
     body = _json_body()
     items = body.get("messages") if isinstance(body, dict) else body
@@ -97,8 +100,8 @@ def batch():
         raise ValidationError(
             f"{invalid} of {len(items)} messages are invalid; nothing was published.",
             details=errors)
-    _admit(service, principal, messages)
-    results = service.publish(messages)
+    _admit(service, principal, messages, deadline)
+    results = service.publish(messages, timeout=deadline - time.monotonic())
     service.metrics.messages_sent.labels("batch").inc(len(results))
     return _accepted({"accepted": len(results), "results": [_describe(p) for p in results]})
 
@@ -123,13 +126,19 @@ def _publisher() -> Principal:
     return principal
 
 
+def _deadline(service: PushService) -> float:
+    """When the request must be answered (``time.monotonic()``): the rate limit and the
+    write share REQUEST_TIMEOUT_SECONDS."""
+    return time.monotonic() + service.settings.request_timeout_seconds
+
+
 def _admit(service: PushService, principal: Principal, messages: list[Message],
-           broadcast: bool = False) -> None:
+           deadline: float, broadcast: bool = False) -> None:
     """Refuse (403) messages the caller may not publish, then charge each service's rate
     limit (429 with Retry-After when it is spent; nothing is published)."""
     principal.check_publish(messages, broadcast)
     costs = Counter(message.service for message in messages)
-    wait = service.rates.take(costs)
+    wait = service.rates.take(costs, timeout=deadline - time.monotonic())
     if wait > 0:
         rate, burst = service.rates.rate, service.rates.burst
         raise TooManyRequestsError(

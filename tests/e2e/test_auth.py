@@ -15,6 +15,7 @@ from pushservice.store import Keys
 from tests.support.gunicorn_server import PASSED_THROUGH, REPO_ROOT, gunicorn_command
 from tests.support.ports import free_port
 from tests.support.sse_client import StreamClosedError
+from tests.support.streams import published_count
 from tests.support.waiting import wait_until
 
 SECRET = "e2e-auth-0123456789abcdef0123456789abcdef"
@@ -139,14 +140,14 @@ def test_the_publish_rate_limit_holds_across_instances(service):
     stream = redis.Redis.from_url(first.redis_url)
     key = Keys("pushservice").stream
     try:
-        assert stream.xlen(key) == 5
+        assert published_count(stream, key) == 5
         for instance in (first, second):
             limited = instance.publish(_message(9), headers=_publisher())
             assert limited.status_code == 429
             assert int(limited.headers["Retry-After"]) >= 1
             error = limited.json()["error"]
             assert error["code"] == "rate_limited" and "knowledge-service" in error["message"]
-        assert stream.xlen(key) == 5, "a limited publish wrote nothing"
+        assert published_count(stream, key) == 5, "a limited publish wrote nothing"
         # Another service has its own bucket.
         other = second.publish(_message(1, service="agent-service"),
                                headers=_publisher("agent-service"))

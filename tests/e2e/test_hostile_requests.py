@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pushservice.auth import build_claims, mint_token
 from pushservice.store import Keys
 from tests.support.sse_client import SSEClient
+from tests.support.streams import published_count
 from tests.support.waiting import wait_until
 
 SECRET = "e2e-hostile-0123456789abcdef0123456789abcdef"
@@ -446,7 +447,7 @@ def target(service, keys: Keys2):
 def stream_length(target) -> Callable[[], int]:
     client = redis.Redis.from_url(target.redis_url)
     key = Keys("pushservice").stream
-    yield lambda: client.xlen(key)
+    yield lambda: published_count(client, key)
     client.close()
 
 
