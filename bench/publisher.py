@@ -82,16 +82,20 @@ class HttpConnection(asyncio.Protocol):
         return await self._waiter
 
 
-def _item_prefixes(target: str, targets: int) -> list[bytes]:
-    """The constant start of every message body, one per target (``n % targets``)."""
+def _item_prefixes(target: str, targets: int, services: int = 1) -> list[bytes]:
+    """The constant start of every message body: message n takes ``n % len(result)``,
+    whose target is ``n % targets`` and whose service is ``bench-{n // targets %
+    services}`` (``bench`` when there is one)."""
     kind, _, value = target.partition(":")
     if kind == "user":
         pairs = [("user_id", value.format(k=k)) for k in range(targets)]
     else:
         pairs = [("channel", value)]
+    names = ["bench"] if services <= 1 else [f"bench-{k}" for k in range(services)]
     return [
-        b'{"type":"info","service":"bench","target":{"%s":"%s"},"data":{"n":'
-        % (key.encode(), name.encode())
+        b'{"type":"info","service":"%s","target":{"%s":"%s"},"data":{"n":'
+        % (service.encode(), key.encode(), name.encode())
+        for service in names
         for key, name in pairs
     ]
 
@@ -118,7 +122,7 @@ class Publisher:
         self.t_last = 0.0
         self.max_slip = 0.0
         self.scheduled = 0
-        self.prefixes = _item_prefixes(args.target, args.targets)
+        self.prefixes = _item_prefixes(args.target, args.targets, args.services)
 
     async def _connect(self) -> HttpConnection:
         loop = asyncio.get_running_loop()
@@ -312,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="rate mode: send what falls due in each window as one batch request")
     p.add_argument("--target", default="channel:c1", help="channel:NAME or user:u{k}")
     p.add_argument("--targets", type=int, default=1, help="how many users u{k} spreads over")
+    p.add_argument("--services", type=int, default=1,
+                   help="publishing services the messages spread over (bench-{k})")
     p.add_argument("--request-timeout-s", type=float, default=30.0)
     args = p.parse_args(argv)
     _install_uvloop()

@@ -223,6 +223,8 @@ def _publisher_argv(scn: Scenario, port: int) -> list[str]:
             scn.target,
             "--targets",
             str(scn.targets),
+            "--services",
+            str(scn.services),
         ],
     )
 
@@ -332,7 +334,8 @@ def run_one(scn: Scenario, kind: str, log_dir: Path) -> dict:
         redis_port = None
         if needs_redis(kind):
             redis, redis_port = start_redis(scn.server_cores, log_dir)
-        spec = ServerSpec(kind, scn.workers, scn.heartbeat_s, scn.server_cores)
+        spec = ServerSpec(kind, scn.workers, scn.heartbeat_s, scn.server_cores,
+                          rate_limit=scn.services > 1)
         server, port = start_server(spec, redis_port, log_dir)
         result["server_command"] = " ".join(server.argv)
         for k, (first, count) in enumerate(_split(scn.subscribers, scn.processes)):

@@ -32,6 +32,10 @@ class Scenario:
     # generator opens more rather than let the schedule slip (an open loop).
     closed_loop: bool = False
     batch: int = 0  # messages per batch request, 0 = single sends
+    # Publishing services the messages spread over (bench-0, bench-1, ...). With more
+    # than one, the server keeps its default per-service publish rate limit on, as a
+    # deployment where many services publish does; with one, the limit is off.
+    services: int = 1
     window_ms: float = 0.0  # rate mode: what falls due in a window goes as one batch
     heartbeat_s: float = 30.0
     workers: int = 1
@@ -146,6 +150,7 @@ SCENARIOS: dict[str, Scenario] = {
             target="channel:ingest",
             mode="closed",
             publishers=32,
+            services=32,
         ),
         Scenario(
             name="ingest-batch",
@@ -157,6 +162,7 @@ SCENARIOS: dict[str, Scenario] = {
             mode="closed",
             publishers=4,
             batch=500,
+            services=32,
         ),
         replace(
             _SCALING_BASE,

@@ -167,6 +167,8 @@ class ServerSpec:
     workers: int = 1
     heartbeat_s: float = 30.0
     cores: str | None = "0"
+    # pushservice: keep the default per-service publish rate limit (else it is off).
+    rate_limit: bool = False
 
 
 def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[str], dict]:
@@ -179,9 +181,10 @@ def server_command(spec: ServerSpec, port: int, redis_url: str) -> tuple[list[st
             "SERVICE_PORT": str(port),
             "HEARTBEAT_INTERVAL": str(int(spec.heartbeat_s)),
             "MAX_CONNECTIONS": "20000",
-            # Measures the pipeline, not the per-service publish limit.
-            "PUBLISH_RATE_PER_SERVICE": "0",
         }
+        if not spec.rate_limit:
+            # Measures the pipeline, not the per-service publish limit.
+            env["PUBLISH_RATE_PER_SERVICE"] = "0"
         argv = [
             str(BIN / "gunicorn"),
             "-c",

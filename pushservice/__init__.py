@@ -19,7 +19,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Nothing here opens a connection or starts a greenlet; the reader starts in the worker.
     """
-    from flask import Flask
     from flask_cors import CORS
 
     from .errors import register_error_handlers
@@ -28,14 +27,53 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     _configure_logging(settings)
-    app = Flask(__name__, static_folder=None)
+    app = _app_class()(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.ensure_ascii = False
     PushService(settings).init_app(app)
     register_error_handlers(app)
     register_blueprints(app)
     CORS(app, **cors_options(settings))
+    _cors_only_across_origins(app)
     return app
+
+
+def _app_class() -> type[Flask]:
+    from flask import Flask
+
+    class PushApp(Flask):
+        """Flask, minus a check per hook per request: Flask asks of every view and hook,
+        on every request, whether it is a coroutine function. Ours are plain functions,
+        registered once: ask once."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._synced: dict = {}
+
+        def ensure_sync(self, func):
+            synced = self._synced.get(func)
+            if synced is None:
+                synced = self._synced[func] = super().ensure_sync(func)
+            return synced
+
+    return PushApp
+
+
+def _cors_only_across_origins(app: Flask) -> None:
+    """flask-cors adds nothing to the response of a request without an Origin header
+    (a service publishing, a load balancer's health check) but takes a while to find that
+    out: let such responses pass it by. Error responses go through it as before."""
+    from flask import request
+
+    hooks = app.after_request_funcs[None]
+    cors = hooks[-1]
+    if getattr(cors, "__name__", "") != "cors_after_request":
+        return  # not the hook this was written for: leave flask-cors as it is
+
+    def cors_across_origins(response):
+        return cors(response) if "HTTP_ORIGIN" in request.environ else response
+
+    hooks[-1] = cors_across_origins
 
 
 def cors_options(settings: Settings) -> dict:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
+import time
 from collections.abc import Callable
 
+import gevent
 from flask import Flask, Response, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
 
 from ..background import Loop
 from ..engine.stats import LATENCY_BUCKETS, DeltaTracker
@@ -29,6 +32,12 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
 # Latency observations copied per flush at most (a random sample beyond that).
 MAX_OBSERVATIONS_PER_FLUSH = 256
+
+# HTTP methods counted by name. Any other method a client sends counts as "other": a
+# label value per invented method would grow the metrics without bound.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The environ key where a request's start time waits for its response.
+_STARTED = "pushservice.started"
 
 # stats.py counter -> (metric attribute, label values)
 _COUNTER_MAP = {
@@ -104,7 +113,18 @@ class PushMetrics:
         self.reader_up = Gauge(
             "message_push_reader_up", "Workers whose reader read successfully of late.",
             registry=r, multiprocess_mode="livesum")
-        self.http: PrometheusMetrics | None = None
+        self.http_duration = Histogram(
+            "message_push_http_request_duration_seconds",
+            "HTTP request duration by Flask endpoint, method and status (streams: until "
+            "the stream starts).", ["endpoint", "method", "status"], registry=r,
+            buckets=LATENCY_BUCKETS)
+        self.http_requests = Counter(
+            "message_push_http_request", "HTTP requests by method and status.",
+            ["method", "status"], registry=r)
+        # (endpoint, method, status) -> the two children: labels() costs more than the
+        # observation itself, and the set of keys is small and bounded.
+        self._http_children: dict[tuple[str, str, int], tuple] = {}
+        self._sent_children: dict[str, object] = {}
         self._deltas = DeltaTracker()
         self._lost_deltas = DeltaTracker()
         self._flusher: Loop | None = None
@@ -113,17 +133,47 @@ class PushMetrics:
 
     def init_app(self, app: Flask) -> None:
         """HTTP request metrics by endpoint (bounded labels), and the /metrics view."""
-        self.http = PrometheusMetrics(
-            app=None, path=None, registry=self.registry, group_by="endpoint",
-            defaults_prefix=NO_PREFIX, excluded_paths=["^/metrics$"],
-            buckets=LATENCY_BUCKETS)
-        self.http.export_defaults(group_by="endpoint", prefix="message_push",
-                                  buckets=LATENCY_BUCKETS, app=app)
+        app.before_request(self._request_started)
+        app.after_request(self._request_finished)
         app.add_url_rule("/metrics", "metrics", self._view)
+
+    @staticmethod
+    def _request_started() -> None:
+        request.environ[_STARTED] = time.perf_counter()
+
+    def _request_finished(self, response: Response) -> Response:
+        started = request.environ.get(_STARTED)
+        endpoint = request.endpoint or "none"
+        if started is None or endpoint == "metrics":
+            return response
+        method = request.method if request.method in HTTP_METHODS else "other"
+        key = (endpoint, method, response.status_code)
+        children = self._http_children.get(key)
+        if children is None:
+            status = str(response.status_code)
+            children = self._http_children[key] = (
+                self.http_duration.labels(endpoint, method, status),
+                self.http_requests.labels(method, status))
+        children[0].observe(time.perf_counter() - started)
+        children[1].inc()
+        return response
+
+    def count_sent(self, endpoint: str, messages: int) -> None:
+        """Messages accepted through ``endpoint`` (send, broadcast, batch)."""
+        child = self._sent_children.get(endpoint)
+        if child is None:
+            child = self._sent_children[endpoint] = self.messages_sent.labels(endpoint)
+        child.inc(messages)
 
     def _view(self):
         self._check_access()
-        content, content_type = self.http.generate_metrics(request.headers.get("Accept"))
+        encode, content_type = choose_encoder(request.headers.get("Accept"))
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Adding up every worker's files takes a while with many workers: do it on a
+            # thread, so that this worker's streams keep flowing during a scrape.
+            content = gevent.get_hub().threadpool.apply(_collect_workers, (encode,))
+        else:
+            content = encode(self.registry)
         return Response(content, content_type=content_type)
 
     def _check_access(self) -> None:
@@ -177,3 +227,10 @@ class PushMetrics:
     def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+
+
+def _collect_workers(encode: Callable[[CollectorRegistry], bytes]) -> bytes:
+    """Every worker's values, added up, as ``encode`` writes them."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return encode(registry)

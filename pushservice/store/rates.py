@@ -5,14 +5,15 @@ Each publishing service has a token bucket in Redis, kept as one key with its th
 arrival time (the generic cell rate algorithm): a service may send ``burst`` messages at
 once and ``rate`` per second after that, on Redis's clock, so instances with skewed
 clocks agree. A worker does not ask Redis for every message: it leases tokens for what
-the service has been sending through it, enough for the next LEASE_SECONDS, and spends
-them locally. Tokens still unused when a lease lapses are given back at the next lease.
+the service has been sending through it, enough for the next LEASE_SECONDS but never
+more than MAX_LEASE_SECONDS of the service's rate, and spends them locally. Tokens still
+unused when a lease lapses (after LEASE_SECONDS) are given back at the next lease.
 
 The tolerance this buys, per service: every message is charged to the shared bucket
-before it goes out, at most LEASE_SECONDS early, so in any interval of ``t`` seconds a
-service publishes at most ``rate * (t + LEASE_SECONDS) + burst`` messages; and a worker
-holds at most ``rate * LEASE_SECONDS`` unused tokens (once per worker, by which a
-service at its limit may be refused early).
+before it goes out, and a worker holds at most ``rate * MAX_LEASE_SECONDS`` tokens
+charged but not spent. So in any interval of ``t`` seconds a service publishes at most
+``rate * t + burst`` messages plus that much per worker, and a service at its limit may
+be refused while other workers still hold that much each.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from ..errors import StoreUnavailableError
 from ..settings import Settings
 from .client import Keys, RedisConnections, translate_errors
 
-# How far ahead a worker charges a service's bucket, in seconds of its sending.
-LEASE_SECONDS = 0.2
+# How far ahead a worker charges a service's bucket, in seconds of what the service sends
+# through it, and how long before unused tokens are given back.
+LEASE_SECONDS = 1.0
+# The most a worker holds for one service, in seconds of the service's limit.
+MAX_LEASE_SECONDS = 0.2
 
 # KEYS: one bucket per service. ARGV[1]: microseconds per message; ARGV[2]: burst; then
 # three numbers per key: the tokens needed now, the tokens wanted (needed plus what to
@@ -106,7 +110,7 @@ class PublishRateLimiter:
         # Microseconds between two messages, as the script's argument.
         self._interval_us = repr(1_000_000 / self.rate) if self.rate > 0 else "0"
         # The most a worker leases ahead for one service.
-        self._lease_cap = max(0, min(self.burst, int(self.rate * LEASE_SECONDS)))
+        self._lease_cap = max(0, min(self.burst, int(self.rate * MAX_LEASE_SECONDS)))
         self._leases: dict[str, _Lease] = {}
 
     @property

@@ -49,7 +49,7 @@ def _publish_one(endpoint: str, broadcast: bool) -> Response:
     message = service.messages.build(_json_body(), broadcast=broadcast)
     _admit(service, principal, [message], deadline, broadcast=broadcast)
     (published,) = service.publish([message], timeout=deadline - time.monotonic())
-    service.metrics.messages_sent.labels(endpoint).inc()
+    service.metrics.count_sent(endpoint, 1)
     return _accepted(_describe(published))
 
 
@@ -102,7 +102,7 @@ def batch():
             details=errors)
     _admit(service, principal, messages, deadline)
     results = service.publish(messages, timeout=deadline - time.monotonic())
-    service.metrics.messages_sent.labels("batch").inc(len(results))
+    service.metrics.count_sent("batch", len(results))
     return _accepted({"accepted": len(results), "results": [_describe(p) for p in results]})
 
 
@@ -149,17 +149,15 @@ def _admit(service: PushService, principal: Principal, messages: list[Message],
             code="rate_limited")
 
 
+# Content-Type values that need no parsing to be accepted (what clients send).
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
+                         "application/json;charset=utf-8", "application/json; charset=UTF-8"})
+
+
 def _json_body() -> Any:
     """The request body as JSON, or the error that says what is wrong with it."""
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaTypeError(
-            "Send the message as JSON with Content-Type: application/json.",
-            details={"content_type": printable(request.content_type)})
-    charset = request.mimetype_params.get("charset")
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaTypeError(
-            "JSON is UTF-8: send Content-Type: application/json without another charset.",
-            details={"charset": printable(charset)})
+    if request.environ.get("CONTENT_TYPE") not in _PLAIN_JSON:
+        _check_content_type()
     limit = push_service().settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         _body_too_large(limit)
@@ -176,6 +174,19 @@ def _json_body() -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def _check_content_type() -> None:
+    """JSON in UTF-8, or 415."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaTypeError(
+            "Send the message as JSON with Content-Type: application/json.",
+            details={"content_type": printable(request.content_type)})
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(
+            "JSON is UTF-8: send Content-Type: application/json without another charset.",
+            details={"charset": printable(charset)})
 
 
 def _body_too_large(limit: int) -> None:
