@@ -99,3 +99,27 @@ def test_metrics_can_be_limited_to_networks(fake_clients):
     assert refused.status_code == 403
     assert refused.get_json()["error"]["code"] == "metrics_forbidden"
     assert allowed.status_code == 200
+
+
+def test_invented_http_methods_share_one_label(fake_clients):
+    client = create_app(Settings(enable_auth=False)).test_client()
+    for method in ("BREW", "PROPFIND", "X" * 200):
+        client.open("/health", method=method)
+    client.get("/health")
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'message_push_http_request_total{method="other",status="405"} 3.0' in text
+    assert 'method="GET"' in text
+    assert "BREW" not in text and "PROPFIND" not in text and "XXXX" not in text
+
+
+def test_unrouted_paths_share_one_endpoint_label(fake_clients):
+    client = create_app(Settings(enable_auth=False)).test_client()
+    for path in ("/a", "/b/c", "/%ff"):
+        client.get(path)
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert ('message_push_http_request_duration_seconds_count{endpoint="none",method="GET",'
+            'status="404"} 3.0') in text
