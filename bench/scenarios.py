@@ -162,7 +162,7 @@ SCENARIOS: dict[str, Scenario] = {
             mode="closed",
             publishers=4,
             batch=500,
-            services=32,
+            services=100,
         ),
         replace(
             _SCALING_BASE,

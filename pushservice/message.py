@@ -286,11 +286,14 @@ class MessageIds:
 
 
 _second_cache: tuple[int, str] = (-1, "")
+_last_iso: tuple[float, str] = (-1.0, "")
 
 
 def _iso_now(now: float) -> str:
     """``2025-07-30T15:10:00.123Z`` for ``now`` (Unix seconds), UTC."""
-    global _second_cache
+    global _second_cache, _last_iso
+    if _last_iso[0] == now:
+        return _last_iso[1]  # the messages of one batch share their ``now``
     # Microseconds rounded as datetime rounds them, then milliseconds truncated.
     fraction, whole = math.modf(now)
     second, microsecond = int(whole), round(fraction * 1_000_000)
@@ -300,7 +303,9 @@ def _iso_now(now: float) -> str:
     if second != cached_second:
         prefix = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second_cache = (second, prefix)
-    return f"{prefix}.{microsecond // 1000:03d}Z"
+    text = f"{prefix}.{microsecond // 1000:03d}Z"
+    _last_iso = (now, text)
+    return text
 
 
 def _is_timestamp(value: Any) -> bool:

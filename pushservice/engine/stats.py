@@ -15,7 +15,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0)
 COUNTERS = ("publish_failed", "delivered", "slow_consumers", "replayed", "history_lost",
             "expired_skipped", "read_errors", "routed_entries", "offered_frames",
-            "connections_opened", "connections_closed")
+            "connections_opened", "connections_closed", "user_limit_refusals")
 
 
 class LatencyWindow:

@@ -207,6 +207,9 @@ class PushMetrics:
             attribute = _COUNTER_MAP.get(name)
             if attribute is not None and delta > 0:
                 getattr(self, attribute).inc(delta)
+            elif name == "user_limit_refusals" and delta > 0:
+                # Told after the stream opened, when the registry write found the limit.
+                self.stream_refusals.labels("too_many_user_connections").inc(delta)
         for reason, delta in self._lost_deltas.since_last(stats.history_lost_reasons).items():
             self.history_lost.labels(reason).inc(delta)
         observations = stats.drain_latencies()

@@ -171,6 +171,7 @@ class ConnectionRegistry:
 
     def _over_user_limit(self, subscription: Subscription) -> None:
         limit = self.settings.max_connections_per_user
+        self.stats.user_limit_refusals += 1
         retry_ms = int(self.settings.registry_refresh_seconds * 1000 * random.uniform(0.5, 1.5))
         subscription.close("too_many_user_connections", {
             "retry_ms": retry_ms, "refused": True, "details": {"limit": limit},

@@ -23,6 +23,10 @@ _TRANSIENT_REPLIES = ("UNBLOCKED", "CLUSTERDOWN", "LOADING", "READONLY", "MASTER
                       "TRYAGAIN", "NOREPLICAS")
 
 
+# How Redis refuses a write at its maxmemory (from a script on 6.2, wrapped in the
+# script's error rather than raised as OutOfMemoryError).
+_OOM_REPLY = "OOM command not allowed"
+
 # A script given a deadline refuses to write this long before it: time for its reply to
 # reach a caller that gives up at the deadline, and for the hosts' clocks to disagree.
 DEADLINE_MARGIN_SECONDS = 0.5
@@ -46,6 +50,13 @@ def translate_errors(func):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}", retry_after=2) from exc
         except redis.ResponseError as exc:
+            if isinstance(exc, redis.OutOfMemoryError) or _OOM_REPLY in str(exc):
+                # maxmemory reached with a no-eviction policy. Redis refuses a script
+                # that way only at its first write (7.x: before it runs), so nothing
+                # of it was written.
+                raise StoreUnavailableError(
+                    "Redis is out of memory (its maxmemory); nothing was written.",
+                    retry_after=5, details={"written": False}) from exc
             if str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES:
                 raise StoreUnavailableError(f"Redis cannot serve: {exc}", retry_after=2) from exc
             raise

@@ -314,7 +314,7 @@ class MessageStore:
         # The reply as Redis sent it (RESP2: stream -> [id, [field, value, ...]] entries),
         # without redis-py building a dict per entry: the reader parses every entry.
         stream = reply[0] if isinstance(reply, list) else next(iter(reply.items()))
-        return [_entry(entry_id, _pairs(flat)) for entry_id, flat in stream[1]]
+        return [_read_entry(entry_id, flat) for entry_id, flat in stream[1]]
 
     @translate_errors
     def read_range(self, after: tuple[int, int], count: int) -> list[Entry]:
@@ -403,6 +403,28 @@ def _pairs(flat: Iterable) -> dict:
         return flat
     items = iter(flat)
     return dict(zip(items, items))
+
+
+# Topic lists as headers spell them -> their tuple: a fan-out's entries share a few.
+_topic_tuples: dict[str, tuple[str, ...]] = {}
+_TOPIC_TUPLES_MAX = 4096
+
+
+def _read_entry(entry_id: bytes, flat) -> Entry:
+    """An entry as XREAD gives it: fields in the order the publish script wrote them
+    (h, m, p), read without building a dict; any other shape through ``_entry``."""
+    if isinstance(flat, list) and len(flat) == 6 and flat[0] == b"h" and flat[2] == b"m":
+        ms, _, seq = entry_id.partition(b"-")
+        epoch, type_, expires, topics = flat[1].decode().split(" ", 3)
+        parsed = _topic_tuples.get(topics)
+        if parsed is None:
+            parsed = tuple(topics.split(",")) if topics else ()
+            if len(_topic_tuples) >= _TOPIC_TUPLES_MAX:
+                _topic_tuples.clear()
+            _topic_tuples[topics] = parsed
+        return Entry(int(ms), int(seq), epoch, parsed, type_, flat[3], int(expires),
+                     flat[5] if flat[4] == b"p" else None)
+    return _entry(entry_id, _pairs(flat))
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:

@@ -82,10 +82,11 @@ def batch():
     messages: list[Message] = []
     errors: list[dict[str, Any]] = []
     invalid = 0
+    now = time.time()  # one timestamp for the batch: its messages arrived together
     for index, raw in enumerate(items):
         problems = Problems()
         try:
-            message = service.messages.check(raw, problems)
+            message = service.messages.check(raw, problems, now=now)
         except PayloadTooLargeError as exc:
             raise PayloadTooLargeError(
                 f"Message {index}: {exc.message}", details={"index": index, **exc.details},

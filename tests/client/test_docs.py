@@ -1,4 +1,5 @@
-"""Every code block of docs/python-client.md runs as written against the service.
+"""Every code block of docs/python-client.md, and of the README's "Publishing from
+Python", runs as written against the service.
 
 Blocks run in order, each in its own process, against one instance with authentication
 off, as ``make run`` serves it: ``PUSHSERVICE_URL`` points at the instance, and the
@@ -25,9 +26,18 @@ GUIDE = REPO_ROOT / "docs" / "python-client.md"
 BLOCK = re.compile(r"^```(python|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def _blocks() -> list[tuple[str, str]]:
-    return [(kind, text) for kind, text in BLOCK.findall(GUIDE.read_text())
+README = REPO_ROOT / "README.md"
+
+
+def _blocks(text: str | None = None) -> list[tuple[str, str]]:
+    return [(kind, text) for kind, text in BLOCK.findall(text or GUIDE.read_text())
             if "pip install" not in text]
+
+
+def _readme_section() -> str:
+    text = README.read_text()
+    start = text.index("## Publishing from Python\n")
+    return text[start:text.index("\n## ", start + 1)]
 
 
 def test_the_guide_shows_the_original_example_as_written():
@@ -38,14 +48,27 @@ def test_the_guide_shows_the_original_example_as_written():
     assert CLIENT_EXAMPLE.strip().split("\n\n")[-1] in text
 
 
+def test_the_readme_shows_the_original_example_as_written():
+    from .test_end_to_end import SPEC_EXAMPLE
+
+    assert SPEC_EXAMPLE.strip() in _readme_section()
+
+
 @pytest.mark.timeout(120)
 def test_every_block_of_the_guide_runs(publisher_service):
-    url = publisher_service.base_url
+    _run_blocks(publisher_service.base_url, _blocks())
+
+
+@pytest.mark.timeout(60)
+def test_every_python_block_of_the_readme_section_runs(publisher_service):
+    _run_blocks(publisher_service.base_url, _blocks(_readme_section()), at_least=3)
+
+
+def _run_blocks(url: str, blocks: list[tuple[str, str]], at_least: int = 10) -> None:
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("PUSHSERVICE_", "JWT_"))}
     env.update(PUSHSERVICE_URL=url, PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
-    blocks = _blocks()
-    assert len(blocks) >= 10
+    assert len(blocks) >= at_least
     for number, (kind, text) in enumerate(blocks, 1):
         text = text.replace("http://localhost:8089", url).replace("--seconds 10",
                                                                   "--seconds 0.5")

@@ -123,3 +123,13 @@ def test_unrouted_paths_share_one_endpoint_label(fake_clients):
 
     assert ('message_push_http_request_duration_seconds_count{endpoint="none",method="GET",'
             'status="404"} 3.0') in text
+
+
+def test_streams_over_a_users_limit_count_as_refusals(parts):
+    metrics, engine = parts
+    engine.stats.user_limit_refusals += 2
+
+    metrics.flush(engine)
+
+    assert value(metrics, "message_push_stream_refusals_total",
+                 reason="too_many_user_connections") == 2
