@@ -8,6 +8,8 @@ service's rate limit (429). Only then is anything written, all of it or none.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -172,9 +174,24 @@ def _json_body() -> Any:
         raise BadRequestError("The request body is empty; send a JSON message.",
                               code="invalid_json")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+    if _LONG_NUMBER.search(raw):
+        # orjson reads an integer beyond 64 bits as a float, which would change the number
+        # subscribers get: read such a body exactly. The message check then refuses a
+        # number that JSON cannot carry exactly to every subscriber.
+        body = json.loads(raw, parse_constant=_not_json)
+    return body
+
+
+# 19 digits in a row: maybe an integer beyond 64 bits (or just a long string of digits).
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _not_json(constant: str) -> None:
+    raise BadRequestError(f"The body is not valid JSON: {constant} is not a JSON value.",
+                          code="invalid_json")
 
 
 def _check_content_type() -> None:
