@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -257,6 +258,12 @@ class Authenticator:
         return self._principal(payload)
 
     def _principal(self, payload: Mapping[str, Any]) -> Principal:
+        for name in _TIME_CLAIMS:
+            if name in payload and not _is_unix_seconds(payload[name]):
+                # RFC 7519 NumericDate: a JSON number of seconds. PyJWT would take "17..."
+                # as well, and an exp in milliseconds or past year 9999 is no date at all.
+                raise _invalid(f"Claim {name} must be a number of seconds since 1970 "
+                               "(a JSON number, before year 10000).")
         subject = payload["sub"]
         if not is_valid_name(subject, self.max_name_length):
             raise _invalid(f"Claim sub must be 1-{self.max_name_length} letters, digits, "
@@ -281,6 +288,16 @@ class Authenticator:
             roles=frozenset(roles),
             expires_at=float(payload["exp"]) + self.leeway,
         )
+
+
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+# 9999-12-31T23:59:59Z: later "dates" are milliseconds or nonsense.
+_LAST_UNIX_SECOND = 253_402_300_799
+
+
+def _is_unix_seconds(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value <= _LAST_UNIX_SECOND)
 
 
 def _strings(claim: Mapping[str, Any], name: str, pattern: re.Pattern) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import traceback
+from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger, SafeAtoms
 
@@ -32,6 +33,36 @@ _BEARER = re.compile(r"(\bbearer(?:\s|%20|\+)+)[^\s,;\"']+", re.IGNORECASE)
 # Any JWT (header.payload.signature, the header being base64url JSON: "eyJ..."), wherever
 # it appears: cookies, odd parameter names, error messages.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+# Query parameters whose values are logged as sent: the service's own, none of which
+# carries a credential. Every other parameter's value is redacted, however its name is
+# spelt (a token under a misspelt or percent-encoded name included).
+LOGGED_PARAMETERS = frozenset({
+    "channel", "user_id", "session_id", "last_event_id", "named", "heartbeat_events",
+    "user", "topic", "instance", "worker", "kind", "limit", "cursor", "offset", "page",
+})
+
+
+def redact_query(query: str) -> str:
+    """A query string with the value of every parameter not in LOGGED_PARAMETERS
+    replaced by [redacted] (and JWT-shaped text redacted everywhere)."""
+    if not query:
+        return query
+    parts = []
+    for part in re.split(r"([&;])", query):
+        name, equals, _ = part.partition("=")
+        if part in ("", "&", ";") or unquote_plus(name).strip().lower() in LOGGED_PARAMETERS:
+            parts.append(part)
+        else:  # an unknown name's value, or a bare value that might be a token itself
+            parts.append(name + "=" + REDACTED if equals else REDACTED)
+    return redact("".join(parts))
+
+
+def redact_target(target: str) -> str:
+    """A request target (path and query) as it may be logged."""
+    path, question, query = target.partition("?")
+    return redact(path) + question + redact_query(query) if question else redact(path)
 
 
 def redact(text: str) -> str:
@@ -77,7 +108,15 @@ class RedactedAtoms(SafeAtoms):
 
     def __getitem__(self, key: str):
         value = super().__getitem__(key)
-        return redact(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        if key == "q":
+            return redact_query(value)
+        if key == "r":
+            method, _, rest = value.partition(" ")
+            target, space, protocol = rest.rpartition(" ")
+            return f"{method} {redact_target(target)}{space}{protocol}" if space else redact(value)
+        return redact(value)
 
 
 # The service's access-log format (gunicorn.conf.py): written directly, without building
@@ -105,8 +144,8 @@ class RedactingLogger(Logger):
         status = resp.status
         if isinstance(status, str):
             status = status.split(None, 1)[0]
-        request_line = redact(f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} "
-                              f"{environ['SERVER_PROTOCOL']}")
+        request_line = (f"{environ['REQUEST_METHOD']} {redact_target(environ['RAW_URI'])} "
+                        f"{environ['SERVER_PROTOCOL']}")
         milliseconds = request_time.seconds * 1000 + request_time.microseconds // 1000
         try:
             self.access_log.info('%s "%s" %s %s %sms pid=<%s>', environ.get("REMOTE_ADDR", "-"),

@@ -6,6 +6,8 @@ Clients are created lazily, in the process that uses them (after gunicorn's fork
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -16,6 +18,8 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import StoreUnavailableError
 from ..settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Replies that mean "this node cannot serve you right now", raised by redis-py as
 # ResponseError rather than ConnectionError.
@@ -40,6 +44,22 @@ def deadline_ms(deadline: float | None) -> int:
     return int((deadline - DEADLINE_MARGIN_SECONDS) * 1000)
 
 
+# Redis's own words for a failure go to the log, at most once per this many seconds (an
+# outage fails every call of every request).
+FAILURE_LOG_SECONDS = 10.0
+_failure_log = {"at": 0.0, "suppressed": 0}
+
+
+def _log_failure(exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _failure_log["at"] < FAILURE_LOG_SECONDS:
+        _failure_log["suppressed"] += 1
+        return
+    suppressed, _failure_log["suppressed"], _failure_log["at"] = _failure_log["suppressed"], 0, now
+    log.warning("Redis call failed: %s: %s%s", type(exc).__name__, exc,
+                f" ({suppressed} more failures since the last report)" if suppressed else "")
+
+
 def translate_errors(func):
     """Turn redis-py's failures into StoreUnavailableError (503)."""
 
@@ -47,8 +67,13 @@ def translate_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(f"Redis is unavailable: {exc}", retry_after=2) from exc
+        except redis.TimeoutError as exc:
+            # Clients see what happened, never Redis's own text: it names hosts and ports.
+            _log_failure(exc)
+            raise StoreUnavailableError("Redis did not answer in time.", retry_after=2) from exc
+        except redis.ConnectionError as exc:
+            _log_failure(exc)
+            raise StoreUnavailableError("Redis cannot be reached.", retry_after=2) from exc
         except redis.ResponseError as exc:
             if isinstance(exc, redis.OutOfMemoryError) or _OOM_REPLY in str(exc):
                 # maxmemory reached with a no-eviction policy. Redis refuses a script
@@ -58,7 +83,10 @@ def translate_errors(func):
                     "Redis is out of memory (its maxmemory); nothing was written.",
                     retry_after=5, details={"written": False}) from exc
             if str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES:
-                raise StoreUnavailableError(f"Redis cannot serve: {exc}", retry_after=2) from exc
+                _log_failure(exc)
+                raise StoreUnavailableError(
+                    f"Redis cannot serve right now ({str(exc).split(' ', 1)[0]}).",
+                    retry_after=2) from exc
             raise
 
     return wrapper

@@ -19,6 +19,8 @@ from .extension import push_service
 bp = Blueprint("cookie", __name__, url_prefix="/api/v1/auth")
 
 COOKIE_PATH = "/sse/"
+# Browsers keep a cookie 400 days at most; a longer-lived token gets that.
+MAX_COOKIE_SECONDS = 400 * 24 * 3600
 
 
 @bp.post("/cookie")
@@ -30,8 +32,9 @@ def set_cookie():
     if principal.expires_at is None:  # authentication is disabled: nothing to keep
         return response
     token = token_from_request()
+    lifetime = min(max(0, int(principal.expires_at - time.time())), MAX_COOKIE_SECONDS)
     response.set_cookie(service.auth.cookie_name, token or "", **_cookie_options(),
-                        max_age=max(0, int(principal.expires_at - time.time())))
+                        max_age=lifetime)
     return response
 
 

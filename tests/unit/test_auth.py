@@ -149,6 +149,28 @@ def test_exp_and_sub_are_required():
         assert _refusal(auth, mint_token(claims, SECRET)) == "invalid_token"
 
 
+@pytest.mark.parametrize("claim, value", [
+    ("exp", str(int(time.time()) + 3600)),  # a numeric string: JWT wants a number
+    ("exp", 1e300), ("exp", 253_402_300_800), ("exp", (int(time.time()) + 3600) * 1000),
+    ("exp", [1]), ("nbf", "0"), ("iat", {"t": 1}), ("iat", -5),
+])
+def test_time_claims_must_be_seconds_since_1970(claim, value):
+    claims = build_claims("123")
+    claims[claim] = value
+    assert _refusal(Authenticator(_settings()), mint_token(claims, SECRET)) == "invalid_token"
+
+
+def test_a_token_valid_until_year_9999_is_accepted_and_its_cookie_lives_400_days(fake_clients):
+    claims = build_claims("123")
+    claims["exp"] = 253_402_300_799
+    token = mint_token(claims, SECRET)
+    assert Authenticator(_settings()).verify(token).expires_at > 253_402_300_799
+    client = create_app(_settings()).test_client()
+    response = client.post("/api/v1/auth/cookie", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 204
+    assert "Max-Age=34560000" in response.headers["Set-Cookie"]
+
+
 def test_issuer_and_audience_are_checked_when_configured():
     auth = Authenticator(_settings(jwt_issuer="https://login.example",
                                    jwt_audience=("pushservice", "push")))

@@ -95,7 +95,7 @@ def test_the_gunicorn_logger_redacts_every_atom(capsys):
 
 
 def test_the_services_access_line_is_what_gunicorn_would_write_without_the_token(capsys):
-    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/sse/user/1?token={JWT}&x=1",
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/sse/user/1?token={JWT}&named=1",
                "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.7"}
     request = SimpleNamespace(headers=[("AUTHORIZATION", f"Bearer {JWT}")])
     response = SimpleNamespace(status="200 OK", headers=[], sent=1234)
@@ -108,8 +108,8 @@ def test_the_services_access_line_is_what_gunicorn_would_write_without_the_token
     general = capsys.readouterr().out
 
     assert fast.rstrip("\n") == general.rstrip("\n").rstrip()
-    assert fast.startswith('10.0.0.7 "GET /sse/user/1?token=[redacted]&x=1 HTTP/1.1" 200 1234 '
-                           '1234ms pid=<')
+    assert fast.startswith('10.0.0.7 "GET /sse/user/1?token=[redacted]&named=1 HTTP/1.1" 200 '
+                           '1234 1234ms pid=<')
     assert JWT not in fast
 
 
@@ -118,3 +118,31 @@ def test_the_gunicorn_error_log_is_redacted(capsys):
     log.error("Error handling request %s", f"/sse/user/1?token={JWT}")
     output = capsys.readouterr().err
     assert JWT not in output and "/sse/user/1?token=[redacted]" in output
+
+
+@pytest.mark.parametrize("query", [
+    "token%00=s3cr3t-opaque", "tok3n=s3cr3t-opaque", "%74oken=s3cr3t-opaque",
+    "Token=s3cr3t-opaque", "auth=s3cr3t-opaque", "s3cr3t-opaque", "key=s3cr3t-opaque",
+    "token =s3cr3t-opaque", "x=1&secret=s3cr3t-opaque", "channel=a;password=s3cr3t-opaque",
+])
+def test_no_parameter_spelling_gets_a_credential_into_the_access_log(capsys, query):
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/sse/user/1?{query}",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.7"}
+    request = SimpleNamespace(headers=[])
+    response = SimpleNamespace(status="200 OK", headers=[], sent=10)
+    took = datetime.timedelta(milliseconds=3)
+
+    for log_format in (ACCESS_LOG_FORMAT, '%(h)s "%(r)s" %(q)s'):
+        _gunicorn_logger(log_format).access(response, request, environ, took)
+        line = capsys.readouterr().out
+        assert "s3cr3t" not in line and "[redacted]" in line, line
+
+
+def test_the_services_own_parameters_are_logged_as_sent(capsys):
+    environ = {"REQUEST_METHOD": "GET",
+               "RAW_URI": "/sse/stream/a?channel=b&last_event_id=ep-1-0&named=0",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.7"}
+    _gunicorn_logger(ACCESS_LOG_FORMAT).access(
+        SimpleNamespace(status="200 OK", headers=[], sent=10), SimpleNamespace(headers=[]),
+        environ, datetime.timedelta(milliseconds=3))
+    assert "channel=b&last_event_id=ep-1-0&named=0" in capsys.readouterr().out
