@@ -23,8 +23,11 @@ from .engine.topics import (
     BROADCAST_TOPIC,
     DEFAULT_MAX_NAME_LENGTH,
     SERVICE_PATTERN,
+    SERVICE_SCHEMA,
     is_valid_name,
     keyed_topic,
+    name_rule_text,
+    name_schema,
     service_topic,
 )
 from .errors import PayloadTooLargeError, ValidationError
@@ -40,7 +43,75 @@ DEFAULT_MAX_TOPICS = 100
 MAX_PROBLEMS = 50
 _TARGET_KEY_PATTERN = re.compile(r"([a-z][a-z0-9_]{0,31})_id")
 _SOURCE_MAX = 128
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters a ``source`` may not hold (a regex character class, also in the schema).
+_CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_CONTROL = re.compile(f"[{_CONTROL_CHARACTERS}]")
+_TIMESTAMP_MAX = 64
+# The integers a stored message can carry (what orjson encodes: 64 bits).
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+
+
+class Rule(NamedTuple):
+    """One constraint of the message in the two forms that must agree: the JSON Schema
+    that the OpenAPI document shows (``schema``) and the validator's words when a value
+    breaks it (``error``). Both are written once, in ``message_rules``."""
+
+    schema: dict[str, Any]
+    error: str
+
+
+def message_rules(message_ttl: int, max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+                  max_topics: int = DEFAULT_MAX_TOPICS) -> dict[str, Rule]:
+    """Every constraint of a message, by field path, for these limits (settings)."""
+    name = name_rule_text(max_name_length)
+    too_many = f"names more than {max_topics} topics (MAX_TOPICS_PER_MESSAGE)"
+    return {
+        "type": Rule({"type": "string", "enum": list(MESSAGE_TYPES)},
+                     "must be one of " + ", ".join(MESSAGE_TYPES)),
+        "service": Rule(dict(SERVICE_SCHEMA),
+                        "must be 1-64 characters of letters, digits, '_', '-', '.'"),
+        "id": Rule(name_schema(max_name_length),
+                   f"must be 1-{max_name_length} characters of letters, digits, '_', '-', "
+                   "'.', ':', '@'"),
+        "timestamp": Rule({"type": "string", "format": "date-time",
+                           "maxLength": _TIMESTAMP_MAX},
+                          "must be an ISO 8601 date-time string"),
+        "source": Rule({"type": ["string", "null"], "minLength": 1, "maxLength": _SOURCE_MAX,
+                        "pattern": f"^[^{_CONTROL_CHARACTERS}]*$"},
+                       f"must be a string of 1-{_SOURCE_MAX} printable characters"),
+        "target": Rule({"type": "object", "maxProperties": max_topics},
+                       "must be a JSON object"),
+        "target.too_many": Rule({"maxProperties": max_topics}, too_many),
+        "target.empty": Rule({"minProperties": 1}, "needs at least one routing key: "
+                             "channel, user_id or <name>_id"),
+        "target.channel": Rule(
+            {"oneOf": [name_schema(max_name_length),
+                       {"type": "array", "minItems": 1, "maxItems": max_topics,
+                        "items": name_schema(max_name_length)}]},
+            f"must be a channel name (or a list of them) of {name}"),
+        "target.channel.empty": Rule({"minItems": 1}, "must name at least one channel"),
+        # A key's value: a name, or an integer (its decimal digits are the name).
+        "target.<name>_id": Rule(
+            {"oneOf": [name_schema(max_name_length),
+                       {"type": "integer", "minimum": _INT_MIN, "maximum": _UINT_MAX}]},
+            f"must be {name}"),
+        "target.<name>_id.type": Rule({"type": ["string", "integer"]},
+                                      "must be a string or an integer"),
+        "target.key": Rule({"pattern": f"^{_TARGET_KEY_PATTERN.pattern}$"},
+                           "unknown target key: use 'channel' or '<name>_id'"),
+        "data": Rule({"type": "object"}, "must be a JSON object"),
+        "data.progress": Rule({"type": "number", "minimum": 0, "maximum": 100},
+                              "must be a number from 0 to 100"),
+        "metadata": Rule({"type": "object"}, "must be a JSON object"),
+        "metadata.priority": Rule({"type": "string", "enum": list(PRIORITIES),
+                                   "default": "normal"},
+                                  "must be one of " + ", ".join(PRIORITIES)),
+        "metadata.ttl": Rule({"type": "integer", "minimum": 1, "maximum": message_ttl,
+                              "default": message_ttl},
+                             f"must be an integer from 1 to {message_ttl} (MESSAGE_TTL)"),
+        "metadata.retry_count": Rule({"type": "integer", "minimum": 0, "default": 0},
+                                     "must be a non-negative integer"),
+    }
 
 
 class Message(NamedTuple):
@@ -95,8 +166,44 @@ class MessageFactory:
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
         self.max_topics = max_topics
-        self._too_many_topics = f"names more than {max_topics} topics (MAX_TOPICS_PER_MESSAGE)"
+        self.rules = rules = message_rules(message_ttl, max_name_length, max_topics)
+        # The validator's words, taken from the rules the OpenAPI document shows.
+        self._errors = {path: rule.error for path, rule in rules.items()}
+        self._too_many_topics = self._errors["target.too_many"]
         self._ids = MessageIds()
+
+    def json_schema(self, broadcast: bool = False) -> dict[str, Any]:
+        """JSON Schema of the messages ``check`` accepts (for ``send`` and ``batch``, or
+        with ``broadcast`` for a broadcast, which needs no routing key), built from
+        ``rules``: the OpenAPI document shows exactly what the validator enforces, except
+        the limits no schema can state (distinct topics, the encoded size)."""
+        rule = {path: dict(rule.schema) for path, rule in self.rules.items()}
+        target = {**rule["target"], "properties": {"channel": rule["target.channel"]},
+                  "patternProperties": {rule["target.key"]["pattern"]:
+                                        rule["target.<name>_id"]},
+                  "additionalProperties": False}
+        if not broadcast:
+            target.update(rule["target.empty"])
+        # Every metadata rule (metadata.<key>) is a property; other keys are kept as sent.
+        metadata = {**rule["metadata"], "properties": {
+            path.split(".", 1)[1]: schema for path, schema in rule.items()
+            if path.startswith("metadata.")}}
+        nullable = {"type": ["string", "null"]}  # absent and null alike: assigned or none
+        properties = {
+            "id": {**rule["id"], **nullable}, "timestamp": {**rule["timestamp"], **nullable},
+            "type": rule["type"], "service": rule["service"], "source": rule["source"],
+            "target": target, "data": rule["data"], "metadata": metadata,
+        }
+        assert set(properties) == _FIELD_SET
+        return {
+            "type": "object", "properties": properties,
+            "required": ["type", "service"] if broadcast else ["type", "service", "target"],
+            "additionalProperties": False,
+            # A progress message's data.progress, when present, is a percentage.
+            "if": {"properties": {"type": {"const": "progress"}}, "required": ["type"]},
+            "then": {"properties": {"data": {"properties": {
+                "progress": rule["data.progress"]}}}},
+        }
 
     def build(self, raw: Any, broadcast: bool = False, now: float | None = None) -> Message:
         """Validate one message; raise ValidationError (400) or PayloadTooLargeError (413)."""
@@ -118,47 +225,47 @@ class MessageFactory:
                 if key not in _FIELD_SET:
                     problems.add(key, "unknown field")
 
+        errors = self._errors
         message_type = raw.get("type")
         if message_type is None:
             problems.add("type", "required")
         elif message_type not in MESSAGE_TYPES:
-            problems.add("type", "must be one of " + ", ".join(MESSAGE_TYPES))
+            problems.add("type", errors["type"])
 
         service = raw.get("service")
         if service is None:
             problems.add("service", "required")
         elif not isinstance(service, str) or not SERVICE_PATTERN.fullmatch(service):
-            problems.add("service", "must be 1-64 characters of letters, digits, '_', '-', '.'")
+            problems.add("service", errors["service"])
 
         message_id = raw.get("id")
         client_id = message_id is not None
         if client_id and not is_valid_name(message_id, self.max_name_length):
-            problems.add("id", f"must be 1-{self.max_name_length} characters of letters, "
-                         "digits, '_', '-', '.', ':', '@'")
+            problems.add("id", errors["id"])
 
         timestamp = raw.get("timestamp")
         if timestamp is not None and not _is_timestamp(timestamp):
-            problems.add("timestamp", "must be an ISO 8601 date-time string")
+            problems.add("timestamp", errors["timestamp"])
 
         source = raw.get("source")
         if source is not None and (
             not isinstance(source, str) or not source or len(source) > _SOURCE_MAX
             or _CONTROL.search(source)
         ):
-            problems.add("source", f"must be a string of 1-{_SOURCE_MAX} printable characters")
+            problems.add("source", errors["source"])
 
         target = raw.get("target", {})
         topics = self._topics(target, problems, broadcast)
 
         data = raw.get("data", {})
         if not isinstance(data, dict):
-            problems.add("data", "must be a JSON object")
+            problems.add("data", errors["data"])
         elif message_type == "progress" and "progress" in data:
             progress = data["progress"]
             if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not (
                 0 <= progress <= 100
             ):
-                problems.add("data.progress", "must be a number from 0 to 100")
+                problems.add("data.progress", errors["data.progress"])
 
         metadata = self._metadata(raw.get("metadata", {}), problems)
         if problems:
@@ -195,8 +302,9 @@ class MessageFactory:
         )
 
     def _topics(self, target: Any, problems: Problems, broadcast: bool) -> tuple[str, ...]:
+        errors = self._errors
         if not isinstance(target, dict):
-            problems.add("target", "must be a JSON object")
+            problems.add("target", errors["target"])
             return ()
         too_many = self._too_many_topics
         if len(target) > self.max_topics:
@@ -209,55 +317,54 @@ class MessageFactory:
             if key == "channel":
                 channels = value if isinstance(value, list) else [value]
                 if not channels:
-                    problems.add(where, "must name at least one channel")
+                    problems.add(where, errors["target.channel.empty"])
                 if len(channels) > self.max_topics:
                     problems.add(where, too_many)
                     continue
                 for channel in channels:
                     if not is_valid_name(channel, longest):
-                        problems.add(where, "must be a channel name (or a list of them) of "
-                                     f"1-{longest} letters, digits, '_', '-', '.', ':', '@'")
+                        problems.add(where, errors["target.channel"])
                         break
                     topics.append(channel)
                 continue
             match = _TARGET_KEY_PATTERN.fullmatch(key) if isinstance(key, str) else None
             if match is None:
-                problems.add(where, "unknown target key: use 'channel' or '<name>_id'")
+                problems.add(where, errors["target.key"])
                 continue
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                problems.add(where, "must be a string or an integer")
+                problems.add(where, errors["target.<name>_id.type"])
                 continue
             text = str(value)
             if not is_valid_name(text, longest):
-                problems.add(where, f"must be 1-{longest} letters, digits, '_', '-', '.', ':', '@'")
+                problems.add(where, errors["target.<name>_id"])
                 continue
             topics.append(keyed_topic(match.group(1), text))
         if broadcast:
             return (BROADCAST_TOPIC,)
         if not topics and not any(p["field"].startswith("target") for p in problems.items):
-            problems.add("target", "needs at least one routing key: channel, user_id or <name>_id")
+            problems.add("target", errors["target.empty"])
         unique = tuple(dict.fromkeys(topics))
         if len(unique) > self.max_topics:
             problems.add("target", too_many)
         return unique
 
     def _metadata(self, metadata: Any, problems: Problems) -> dict[str, Any]:
+        errors = self._errors
         if not isinstance(metadata, dict):
-            problems.add("metadata", "must be a JSON object")
+            problems.add("metadata", errors["metadata"])
             return {}
         result = {"priority": "normal", "ttl": self.message_ttl, "retry_count": 0}
         result.update(metadata)
         if result["priority"] not in PRIORITIES:
-            problems.add("metadata.priority", "must be one of " + ", ".join(PRIORITIES))
+            problems.add("metadata.priority", errors["metadata.priority"])
         ttl = result["ttl"]
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not (
             1 <= ttl <= self.message_ttl
         ):
-            problems.add("metadata.ttl", f"must be an integer from 1 to {self.message_ttl} "
-                         "(MESSAGE_TTL)")
+            problems.add("metadata.ttl", errors["metadata.ttl"])
         retry_count = result["retry_count"]
         if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
-            problems.add("metadata.retry_count", "must be a non-negative integer")
+            problems.add("metadata.retry_count", errors["metadata.retry_count"])
         return result
 
 

@@ -28,6 +28,20 @@ SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 S = TypeVar("S")
 
 
+def name_schema(max_length: int = DEFAULT_MAX_NAME_LENGTH) -> dict[str, Any]:
+    """JSON Schema of the strings ``is_valid_name`` accepts (for the OpenAPI document)."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length,
+            "pattern": f"^{_NAME_CHARACTERS.pattern}$"}
+
+
+def name_rule_text(max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str:
+    """What ``is_valid_name`` accepts, in the words error messages use."""
+    return f"1-{max_length} letters, digits, '_', '-', '.', ':', '@'"
+
+
+SERVICE_SCHEMA = {"type": "string", "pattern": f"^{SERVICE_PATTERN.pattern}$"}
+
+
 def is_valid_name(value: Any, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> bool:
     """True when ``value`` may be used as a channel, user, session or topic value: a
     string of 1 to ``max_length`` letters, digits, ``_ - . : @`` (nothing that could end a
