@@ -39,6 +39,27 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 # The environ key where a request's start time waits for its response.
 _STARTED = "pushservice.started"
 
+# The known values of the labelled counters. Each is given its series (at 0) when the
+# metrics are created, so that a fresh instance already shows every family and every
+# value: dashboards see 0 rather than "no data", and rate() sees the first increment.
+SEND_ENDPOINTS = ("send", "broadcast", "batch")
+# The error codes a refused or failed publish is answered with (errors.py, and the codes
+# raised on the way: web/publish.py, web/body.py, message.py, auth.py).
+PUBLISH_FAILURE_REASONS = (
+    "bad_request", "invalid_json", "invalid_body", "request_timeout", "validation_failed",
+    "unsupported_media_type", "payload_too_large", "message_too_large", "batch_too_large",
+    "missing_token", "invalid_token", "token_expired", "token_not_yet_valid",
+    "invalid_issuer", "invalid_audience",
+    "publish_forbidden", "service_mismatch", "topic_forbidden", "broadcast_forbidden",
+    "rate_limited", "redis_unavailable", "internal_error",
+)
+# Refusals answered with a short stream that says when to come back (README, Reliability).
+STREAM_REFUSAL_REASONS = ("too_many_connections", "not_ready", "redis_unavailable",
+                          "too_many_user_connections")
+# Why a resuming client was told ``history-lost`` (engine/event_stream.py).
+HISTORY_LOST_REASONS = ("history_trimmed", "stream_reset", "unknown_position",
+                        "malformed_last_event_id")
+
 # stats.py counter -> (metric attribute, label values)
 _COUNTER_MAP = {
     "delivered": "frames_delivered",
@@ -128,6 +149,17 @@ class PushMetrics:
         self._deltas = DeltaTracker()
         self._lost_deltas = DeltaTracker()
         self._flusher: Loop | None = None
+        self._initialise_known_labels()
+
+    def _initialise_known_labels(self) -> None:
+        """Every known label value gets its series now, at 0 (see SEND_ENDPOINTS)."""
+        for endpoint in SEND_ENDPOINTS:
+            self._sent_children[endpoint] = self.messages_sent.labels(endpoint)
+        for counter, reasons in ((self.messages_failed, PUBLISH_FAILURE_REASONS),
+                                 (self.stream_refusals, STREAM_REFUSAL_REASONS),
+                                 (self.history_lost, HISTORY_LOST_REASONS)):
+            for reason in reasons:
+                counter.labels(reason)
 
     # -- binding ------------------------------------------------------------------------
 
