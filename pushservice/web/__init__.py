@@ -1,6 +1,6 @@
 """The Flask side: the extension that owns a worker's parts, opening and closing streams,
 and the blueprints, one per surface (publish, subscribe, connections, admin, health,
-cookie, static assets)."""
+cookie, static assets, the OpenAPI document and its documentation page)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import admin, assets, connections, cookie, health, publish, subscribe
+    from . import admin, assets, connections, cookie, docs, health, openapi, publish, subscribe
 
-    for module in (publish, subscribe, connections, admin, health, cookie, assets):
+    for module in (publish, subscribe, connections, admin, health, cookie, assets, openapi,
+                   docs):
         app.register_blueprint(module.bp)
