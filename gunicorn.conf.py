@@ -42,6 +42,10 @@ keepalive = 2
 preload_app = False
 # Several instances may share a host; none needs gunicorn's control socket.
 control_socket_disable = True
+# Room for a token of MAX_TOKEN_BYTES (8 KiB) in ?token= (the request line's largest
+# possible limit) and in an Authorization or Cookie header; beyond, a JSON 414 or 431.
+limit_request_line = 8190
+limit_request_field_size = 16384
 accesslog = "-"
 errorlog = "-"
 loglevel = settings.log_level
@@ -59,7 +63,10 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
+    from pushservice.web.http_errors import install
+
     _budget.claim(worker.budget_slot, os.getpid())
+    install()  # gunicorn's own error answers (unparsable requests) as JSON
 
 
 def post_worker_init(worker):

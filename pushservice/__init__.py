@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .errors import register_error_handlers
     from .web import register_blueprints
+    from .web.body import BodyGuard
     from .web.extension import PushService
 
     settings = settings or Settings.from_env()
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     CORS(app, **cors_options(settings))
     _cors_only_across_origins(app)
+    app.wsgi_app = BodyGuard(app.wsgi_app)
     return app
 
 

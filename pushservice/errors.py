@@ -86,9 +86,23 @@ class MethodNotAllowedError(PushServiceError):
     code = "method_not_allowed"
 
 
+class ConflictError(PushServiceError):
+    """The request collides with something that exists (e.g. a message id in use)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLargeError(PushServiceError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeoutError(PushServiceError):
+    """The client did not send its request body in time."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class UnsupportedMediaTypeError(PushServiceError):

@@ -103,6 +103,8 @@ class Settings:
     publish_rate_per_service: float = 1000.0
     publish_burst_per_service: int = 5000
     replay_max_messages: int = 10_000
+    # Entries one replay reads at most, sent or not: bounds the work of one request.
+    replay_max_entries: int = 20_000
     # The newest entries each worker keeps in memory, so that resumes close to now (a
     # reconnect storm) need nothing from Redis: at most this many, and bodies of at most
     # this many bytes. 0 entries: every resume reads Redis.
@@ -136,6 +138,24 @@ class Settings:
     gateway_url: str = ""
     gateway_token: str = ""
     gateway_renew_seconds: float = 30.0
+    # Delivery confirmation (messages with metadata.require_ack, docs/delivery-confirmation.md):
+    # seconds a user has to acknowledge before the message is delivered again (per message:
+    # metadata.ack_timeout; priority scales it), redeliveries per user at most (0: none,
+    # so no offline inbox either), unacknowledged messages kept per user (beyond it the
+    # oldest of the lowest priority leave the inbox), ids one acknowledgement or status
+    # request may name, and how long a message's delivery status outlives its expiry.
+    ack_timeout_seconds: int = 30
+    ack_max_redeliveries: int = 5
+    ack_inbox_max_messages: int = 1000
+    max_ack_batch_size: int = 1000
+    ack_status_retention_seconds: int = 3600
+    # Where to POST a signed notice when a message expires unacknowledged (empty: none),
+    # the shared secret of its HMAC-SHA256 signature, how long one attempt may take and
+    # how many attempts a notice gets.
+    ack_webhook_url: str = ""
+    ack_webhook_secret: str = field(default="", repr=False)
+    ack_webhook_timeout_seconds: float = 5.0
+    ack_webhook_max_attempts: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,6 +207,7 @@ class Settings:
             "publish_rate_per_service": reader.number("PUBLISH_RATE_PER_SERVICE", minimum=0),
             "publish_burst_per_service": reader.integer("PUBLISH_BURST_PER_SERVICE", minimum=1),
             "replay_max_messages": reader.integer("REPLAY_MAX_MESSAGES", minimum=1),
+            "replay_max_entries": reader.integer("REPLAY_MAX_ENTRIES", minimum=500),
             "recent_history_entries": reader.integer("RECENT_HISTORY_ENTRIES", minimum=0,
                                                      maximum=1_000_000),
             "recent_history_bytes": reader.integer("RECENT_HISTORY_BYTES", minimum=0),
@@ -213,6 +234,22 @@ class Settings:
             "gateway_token": env.get("GATEWAY_TOKEN", ""),
             "gateway_renew_seconds": reader.number("GATEWAY_RENEW_SECONDS", minimum=1.0),
             "log_level": reader.choice("LOG_LEVEL", LOG_LEVELS),
+            "ack_timeout_seconds": reader.integer("ACK_TIMEOUT_SECONDS", minimum=1,
+                                                  maximum=86_400),
+            "ack_max_redeliveries": reader.integer("ACK_MAX_REDELIVERIES", minimum=0,
+                                                   maximum=100),
+            "ack_inbox_max_messages": reader.integer("ACK_INBOX_MAX_MESSAGES", minimum=1,
+                                                     maximum=100_000),
+            "max_ack_batch_size": reader.integer("MAX_ACK_BATCH_SIZE", minimum=1,
+                                                 maximum=10_000),
+            "ack_status_retention_seconds": reader.integer("ACK_STATUS_RETENTION_SECONDS",
+                                                           minimum=0, maximum=604_800),
+            "ack_webhook_url": reader.url("ACK_WEBHOOK_URL"),
+            "ack_webhook_secret": env.get("ACK_WEBHOOK_SECRET", ""),
+            "ack_webhook_timeout_seconds": reader.number("ACK_WEBHOOK_TIMEOUT_SECONDS",
+                                                         minimum=0.1, maximum=60),
+            "ack_webhook_max_attempts": reader.integer("ACK_WEBHOOK_MAX_ATTEMPTS", minimum=1,
+                                                       maximum=100),
         }
         if values["redis_wait_timeout_ms"] / 1000 >= values["request_timeout_seconds"]:
             reader.problems.append(
@@ -234,6 +271,11 @@ class Settings:
                 f"PUBLISH_BURST_PER_SERVICE={values['publish_burst_per_service']}: expected "
                 f"at least MAX_BATCH_SIZE ({values['max_batch_size']}), or no full batch "
                 "could ever be published")
+        if values["ack_webhook_url"] and len(values["ack_webhook_secret"].encode()) < 16:
+            reader.problems.append(
+                "ACK_WEBHOOK_SECRET: expected at least 16 random bytes when ACK_WEBHOOK_URL "
+                "is set (the receiver checks each notice's signature with it; openssl rand "
+                "-hex 32)")
         reader.problems.extend(auth_problems(
             values["enable_auth"], values["jwt_algorithms"], values["jwt_secret"],
             # An unreadable key file is reported above, not a second time as missing.

@@ -176,7 +176,7 @@ class EventStream:
 
     __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
                  "close_connection", "context", "expires_at", "heartbeat_events", "plan",
-                 "replayed", "start", "subscription")
+                 "replayed", "scanned", "start", "subscription")
 
     def __init__(self, context: StreamContext, subscription: Subscription, start: Position,
                  plan: ResumePlan, heartbeat_events: bool = False,
@@ -188,6 +188,7 @@ class EventStream:
         self.heartbeat_events = heartbeat_events
         self.expires_at = expires_at
         self.replayed = 0
+        self.scanned = 0
         # Set by the server side when it can: close the client's connection once this
         # response ends, instead of keeping it alive for the client's next request.
         self.close_connection: Callable[[], None] | None = None
@@ -365,6 +366,9 @@ class EventStream:
         recent = self.context.recent
         named = subscription.named
         limit = self.settings.replay_max_messages
+        # Entries read, sent or not: what a resume from far back (or from a foreign id,
+        # which replays a whole stream) may cost the worker per request.
+        scan_limit = self.settings.replay_max_entries
         subscribed = frozenset(subscription.topics)
         if plan.from_memory and recent.covers(plan.epoch, plan.replay_after):
             pages = _pages(recent.after(plan.replay_after))
@@ -395,7 +399,9 @@ class EventStream:
             subscription.frames_sent += replayed
             stats.replayed += replayed
             stats.delivered += replayed
-            if self.replayed >= limit:
+            self.scanned += len(entries)
+            if self.replayed >= limit or self.scanned >= scan_limit:
+                # The client's position has moved to here: it comes back to continue.
                 subscription.close(CloseReason.REPLAY_LIMIT,
                                    {"retry_ms": REPLAY_CONTINUE_RETRY_MS, "limit": limit})
                 return False

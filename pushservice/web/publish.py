@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..message import MAX_PROBLEMS, Message, Problems, printable
 from ..store import Published
+from .body import read_body
 from .extension import PushService, push_service
 
 bp = Blueprint("publish", __name__, url_prefix="/api/v1/messages")
@@ -48,7 +49,7 @@ def _publish_one(endpoint: str, broadcast: bool) -> Response:
     service = push_service()
     deadline = _deadline(service)
     principal = _publisher()
-    message = service.messages.build(_json_body(), broadcast=broadcast)
+    message = service.messages.build(_json_body(deadline), broadcast=broadcast)
     _admit(service, principal, [message], deadline, broadcast=broadcast)
     (published,) = service.publish([message], timeout=deadline - time.monotonic())
     service.metrics.count_sent(endpoint, 1)
@@ -64,7 +65,7 @@ def batch():
     service = push_service()
     deadline = _deadline(service)
     principal = _publisher()
-    body = _json_body()
+    body = _json_body(deadline)
     items = body.get("messages") if isinstance(body, dict) else body
     if isinstance(body, dict) and set(body) - {"messages"}:
         raise ValidationError("The batch is invalid.", details=[
@@ -157,19 +158,14 @@ _PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
                          "application/json;charset=utf-8", "application/json; charset=UTF-8"})
 
 
-def _json_body() -> Any:
-    """The request body as JSON, or the error that says what is wrong with it."""
+def _json_body(deadline: float) -> Any:
+    """The request body as JSON, or the error that says what is wrong with it; the
+    body must arrive before ``deadline`` (``time.monotonic()``)."""
+    timeout = deadline - time.monotonic()
     if request.environ.get("CONTENT_TYPE") not in _PLAIN_JSON:
         _check_content_type()
-    limit = push_service().settings.max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        _body_too_large(limit)
-    raw = request.get_data(cache=False)
-    if (request.content_length is None and len(raw) >= limit
-            and request.environ["wsgi.input"].read(1)):
-        # A chunked body: werkzeug stops reading at the limit instead of refusing it, so
-        # look past it ourselves rather than parse a truncated body.
-        _body_too_large(limit)
+    settings = push_service().settings
+    raw = read_body(settings.max_request_bytes, timeout)
     if not raw:
         raise BadRequestError("The request body is empty; send a JSON message.",
                               code="invalid_json")
@@ -205,12 +201,6 @@ def _check_content_type() -> None:
         raise UnsupportedMediaTypeError(
             "JSON is UTF-8: send Content-Type: application/json without another charset.",
             details={"charset": printable(charset)})
-
-
-def _body_too_large(limit: int) -> None:
-    raise PayloadTooLargeError(
-        f"The request body is larger than {limit} bytes (MAX_REQUEST_BYTES).",
-        details={"limit": limit}, code="payload_too_large")
 
 
 def _describe(published: Published) -> dict[str, Any]:

@@ -867,3 +867,39 @@ def test_a_backlog_goes_out_in_bounded_writes_in_order(open_stream):
     assert all(len(chunk) < WRITE_CHUNK_BYTES + 4000 for chunk in chunks)
     assert client.numbers() == list(range(1, 201))
     assert client.stream.subscription.queue.queue == []
+
+
+def test_a_replay_reads_at_most_replay_max_entries_then_the_client_continues(
+        open_stream, settings, monkeypatch):
+    # Most of the stream is for other users: a resume from its start reads far more
+    # entries than it sends. It stops after REPLAY_MAX_ENTRIES entries read, with the
+    # client's position moved past them, so each connection costs a bounded amount.
+    monkeypatch.setattr(event_stream, "REPLAY_PAGE", 4)
+    capped = settings.replace(replay_max_entries=8)
+    stored = [entry(n, "user:u1" if n % 10 == 0 else "user:other")
+              for n in range(1, 31)]
+    client = open_stream(plan=ResumePlan((0, 0)), entries=stored, settings=capped)
+
+    client.rest()
+
+    assert client.numbers() == []
+    assert client.store.reads == 2  # two pages of four: eight entries read
+    (closing,) = client.events("closing")
+    assert json.loads(closing.data)["reason"] == CloseReason.REPLAY_LIMIT
+    assert client.parsed.last_event_id == event_id(8)
+    numbers = []
+    resumed_from = client.parsed.last_event_id
+    for _ in range(2):  # 9-16, 17-24: each stopped at the cap
+        plan = plan_resume(resumed_from, NOWHERE, FakeStore(stored).stream_info)
+        again = open_stream(plan=plan, entries=stored, settings=capped)
+        again.rest()
+        numbers += again.numbers()
+        resumed_from = again.parsed.last_event_id
+    assert numbers == [10, 20]
+    assert resumed_from == event_id(24)
+    plan = plan_resume(resumed_from, NOWHERE, FakeStore(stored).stream_info)
+    last = open_stream(plan=plan, entries=stored, settings=capped)
+    last.next()  # connected
+    last.next()  # 25-28
+    last.next()  # 29-30, and the replay is complete: live from here
+    assert last.numbers() == [30]
