@@ -25,7 +25,8 @@ _DOCUMENT_KEY = "pushservice.openapi"
 # Error codes every authenticated operation can answer, and those of a JSON body.
 _AUTH = ["missing_token", "invalid_token", "token_expired", "token_not_yet_valid",
          "invalid_audience", "invalid_issuer"]
-_JSON_BODY = ["invalid_json", "payload_too_large", "unsupported_media_type"]
+_JSON_BODY = ["invalid_json", "invalid_body", "request_timeout", "payload_too_large",
+              "unsupported_media_type"]
 _STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no: proxies must not buffer the stream",

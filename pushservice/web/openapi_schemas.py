@@ -17,6 +17,7 @@ ERROR_CODES: dict[int, dict[str, str]] = {
     400: {
         "bad_request": "the request could not be read",
         "invalid_json": "the body is empty, not JSON, or JSON that cannot be read exactly",
+        "invalid_body": "the body's framing (chunked encoding or length) is broken",
         "validation_failed": "a message (or the batch) breaks the rules; `details` lists "
                              "each problem by field (and by index in a batch)",
         "invalid_channel": "a channel name is not a name, or none was given",
@@ -55,6 +56,8 @@ ERROR_CODES: dict[int, dict[str, str]] = {
         "connection_not_found": "no such connection (it may have closed)",
     },
     405: {"method_not_allowed": "the endpoint does not take this method (see `Allow`)"},
+    408: {"request_timeout": "the body did not arrive within REQUEST_TIMEOUT_SECONDS"},
+    409: {"conflict": "the request collides with something that exists"},
     413: {
         "payload_too_large": "the body is larger than MAX_REQUEST_BYTES",
         "message_too_large": "a message, stored as JSON, is larger than MAX_MESSAGE_BYTES",
@@ -68,7 +71,8 @@ ERROR_CODES: dict[int, dict[str, str]] = {
 }
 STATUS_OF = {code: status for status, codes in ERROR_CODES.items() for code in codes}
 STATUS_TEXT = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden",
-               404: "Not found", 405: "Method not allowed", 413: "Too large",
+               404: "Not found", 405: "Method not allowed", 408: "Request timeout",
+               409: "Conflict", 413: "Too large",
                415: "Unsupported media type", 429: "Too many requests",
                500: "Internal error", 503: "Unavailable"}
 # Headers some error statuses always carry.
