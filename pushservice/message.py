@@ -111,6 +111,17 @@ def message_rules(message_ttl: int, max_name_length: int = DEFAULT_MAX_NAME_LENG
                              f"must be an integer from 1 to {message_ttl} (MESSAGE_TTL)"),
         "metadata.retry_count": Rule({"type": "integer", "minimum": 0, "default": 0},
                                      "must be a non-negative integer"),
+        # Delivery confirmation (docs/delivery-confirmation.md).
+        "metadata.require_ack": Rule({"type": "boolean", "default": False},
+                                     "must be true or false"),
+        "metadata.ack_timeout": Rule({"type": "integer", "minimum": 1,
+                                      "maximum": message_ttl},
+                                     f"must be an integer from 1 to {message_ttl} (seconds), "
+                                     "with require_ack: true"),
+        # Each user a message is for acknowledges it: a broadcast has no one to.
+        "target.ack_user": Rule({"required": ["user_id"]},
+                                "require_ack needs target.user_id: the user who "
+                                "acknowledges the message"),
     }
 
 
@@ -131,6 +142,19 @@ class Message(NamedTuple):
     ttl_seconds: int
     expires_at_ms: int
     client_id: bool
+    # ``metadata.priority``; ``ack`` when the message asks to be acknowledged.
+    priority: str = "normal"
+    ack: AckRequest | None = None
+
+
+class AckRequest(NamedTuple):
+    """What a message that asks for acknowledgement (``metadata.require_ack``) needs:
+    the ``users`` it is for (from its ``user:`` topics), who acknowledge it, and its own
+    ``timeout_seconds`` (``metadata.ack_timeout``; None: ACK_TIMEOUT_SECONDS, scaled by
+    priority)."""
+
+    users: tuple[str, ...]
+    timeout_seconds: int | None = None
 
 
 class Problems:
@@ -195,6 +219,12 @@ class MessageFactory:
             "target": target, "data": rule["data"], "metadata": metadata,
         }
         assert set(properties) == _FIELD_SET
+        # metadata.ack_timeout only with require_ack: true, which needs the target's user.
+        metadata["dependentSchemas"] = {"ack_timeout": {
+            "properties": {"require_ack": {"const": True}}, "required": ["require_ack"]}}
+        asks_ack = {"properties": {"metadata": {
+            "properties": {"require_ack": {"const": True}}, "required": ["require_ack"]}},
+            "required": ["metadata"]}
         return {
             "type": "object", "properties": properties,
             "required": ["type", "service"] if broadcast else ["type", "service", "target"],
@@ -203,6 +233,11 @@ class MessageFactory:
             "if": {"properties": {"type": {"const": "progress"}}, "required": ["type"]},
             "then": {"properties": {"data": {"properties": {
                 "progress": rule["data.progress"]}}}},
+            "dependentSchemas": {"metadata": {
+                "if": asks_ack,
+                "then": False if broadcast else {
+                    "properties": {"target": rule["target.ack_user"]},
+                    "required": ["target"]}}},
         }
 
     def build(self, raw: Any, broadcast: bool = False, now: float | None = None) -> Message:
@@ -268,6 +303,9 @@ class MessageFactory:
                 problems.add("data.progress", errors["data.progress"])
 
         metadata = self._metadata(raw.get("metadata", {}), problems)
+        ack = None
+        if metadata.get("require_ack") is True:
+            ack = self._ack(metadata, target, broadcast, problems)
         if problems:
             return None
 
@@ -299,6 +337,7 @@ class MessageFactory:
         return Message(
             id=envelope["id"], type=message_type, service=service, topics=topics, body=body,
             ttl_seconds=ttl, expires_at_ms=int(now * 1000) + ttl * 1000, client_id=client_id,
+            priority=metadata["priority"], ack=ack,
         )
 
     def _topics(self, target: Any, problems: Problems, broadcast: bool) -> tuple[str, ...]:
@@ -365,7 +404,26 @@ class MessageFactory:
         retry_count = result["retry_count"]
         if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
             problems.add("metadata.retry_count", errors["metadata.retry_count"])
+        if "require_ack" in result and not isinstance(result["require_ack"], bool):
+            problems.add("metadata.require_ack", errors["metadata.require_ack"])
+        elif "ack_timeout" in result and result.get("require_ack") is not True:
+            problems.add("metadata.ack_timeout", errors["metadata.ack_timeout"])
         return result
+
+    def _ack(self, metadata: dict[str, Any], target: Any, broadcast: bool,
+             problems: Problems) -> AckRequest | None:
+        """The acknowledgement a message with ``require_ack: true`` asks for: its target's
+        user acknowledges it (a broadcast, or a target without a user, has no one to)."""
+        errors = self._errors
+        timeout = metadata.get("ack_timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                    or not 1 <= timeout <= self.message_ttl):
+            problems.add("metadata.ack_timeout", errors["metadata.ack_timeout"])
+        user = target.get("user_id") if isinstance(target, dict) else None
+        if broadcast or user is None:
+            problems.add("target", errors["target.ack_user"])
+            return None
+        return AckRequest((str(user),), timeout)
 
 
 class MessageIds:

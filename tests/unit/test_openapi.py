@@ -45,7 +45,7 @@ def test_the_document_is_valid_openapi_3_1(enable_auth):
 
 
 def _flask_path(rule: str) -> str:
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+    return re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
 def test_every_route_is_documented_and_nothing_else():
@@ -173,6 +173,8 @@ metadata = st.one_of(
         "priority": st.one_of(st.sampled_from(PRIORITIES), odd_values),
         "ttl": st.one_of(st.integers(-5, 4000), odd_values),
         "retry_count": st.one_of(st.integers(-3, 3), odd_values),
+        "require_ack": st.one_of(st.booleans(), st.booleans(), odd_values),
+        "ack_timeout": st.one_of(st.integers(-5, 4000), odd_values),
         "extra": odd_values}),
     odd_values)
 messages = st.fixed_dictionaries(
