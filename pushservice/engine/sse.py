@@ -80,6 +80,14 @@ def encode_message_frame(event_id: str, event: str | None, body: bytes) -> bytes
             + b"\ndata: " + body + b"\n\n")
 
 
+def encode_unpositioned_frame(event: str | None, body: bytes) -> bytes:
+    """A stored message's frame without ``id:``: a message delivered again (delivery
+    confirmation) must not move the client's position in the stream."""
+    if event is None:
+        return b"data: " + body + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
+
+
 def _comment_lines(text: str) -> str:
     """``text`` as comment lines; a line break in it cannot start a field."""
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text))
