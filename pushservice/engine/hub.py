@@ -86,6 +86,11 @@ class Hub:
 
         return gevent.spawn(close_spread)
 
+    @property
+    def closing(self) -> bool:
+        """True once ``close_all`` ran: the worker is stopping."""
+        return self._closing_all
+
     # -- connections --------------------------------------------------------------------
 
     def register(self, subscription: Subscription) -> Position:

@@ -14,6 +14,7 @@ bodies); the oldest go first.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from itertools import islice
 
 from ..store import Entry
@@ -83,6 +84,19 @@ class RecentHistory:
                 break
             count += 1
         return list(islice(reversed(kept), count))[::-1]
+
+    def newest_first(self, key: tuple[int, int]) -> Iterator[Entry]:
+        """The kept entries newer than ``key``, newest first, lazily (the admin
+        dashboard's tail reads the few newest without copying the rest)."""
+        for entry in reversed(self._entries):
+            if entry.key <= key:
+                return
+            yield entry
+
+    @property
+    def newest_key(self) -> tuple[int, int]:
+        """The key of the newest routed entry (``floor`` when none is kept)."""
+        return self._entries[-1].key if self._entries else self.floor
 
     def __len__(self) -> int:
         return len(self._entries)

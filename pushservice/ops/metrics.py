@@ -44,14 +44,14 @@ _STARTED = "pushservice.started"
 # value: dashboards see 0 rather than "no data", and rate() sees the first increment.
 SEND_ENDPOINTS = ("send", "broadcast", "batch")
 # The error codes a refused or failed publish is answered with (errors.py, and the codes
-# raised on the way: web/publish.py, web/body.py, message.py, auth.py).
+# raised on the way: web/publish.py, web/body.py, message.py, auth.py, store/messages.py).
 PUBLISH_FAILURE_REASONS = (
     "bad_request", "invalid_json", "invalid_body", "request_timeout", "validation_failed",
     "unsupported_media_type", "payload_too_large", "message_too_large", "batch_too_large",
     "missing_token", "invalid_token", "token_expired", "token_not_yet_valid",
     "invalid_issuer", "invalid_audience",
     "publish_forbidden", "service_mismatch", "topic_forbidden", "broadcast_forbidden",
-    "rate_limited", "redis_unavailable", "internal_error",
+    "message_id_taken", "rate_limited", "redis_unavailable", "internal_error",
 )
 # Refusals answered with a short stream that says when to come back (README, Reliability).
 STREAM_REFUSAL_REASONS = ("too_many_connections", "not_ready", "redis_unavailable",

@@ -38,6 +38,11 @@ RENEW_SLICE = 100
 WRITE_BATCH = 2000
 # How long an operator's close request waits to see the connection gone.
 CLOSE_CONFIRM_SECONDS = 3.0
+# While an operator watches (the admin dashboard is open), every worker publishes its
+# figures this often instead of every REGISTRY_REFRESH_SECONDS; a watch lasts at most
+# MAX_WATCH_SECONDS unless renewed.
+WATCHED_REFRESH_SECONDS = 1.0
+MAX_WATCH_SECONDS = 30.0
 
 
 def worker_id(settings: Settings) -> str:
@@ -69,9 +74,12 @@ class ConnectionRegistry:
         self._pending_admissions: set[str] = set()
         self._wake = Event()
         self._deltas = DeltaTracker()
+        self._watched_until = 0.0
+        self._watched = Event()
         self._loops = (Loop(self._renew_round, "registry renewal"),
                        Loop(self._listen, "control channel"),
-                       Loop(self._write_pending, "registry writes"))
+                       Loop(self._write_pending, "registry writes"),
+                       Loop(self._publish_while_watched, "figures while watched"))
         self._reported_frames: dict[str, tuple[int, tuple[int, int]]] = {}
 
     @property
@@ -198,10 +206,38 @@ class ConnectionRegistry:
             if updates:
                 self.records.renew(updates, ttl)
             gevent.sleep(0)
+        self.publish_figures()
+
+    def publish_figures(self) -> None:
+        """Publish this worker's snapshot, add its counter deltas to the shared counters
+        and note the stream's length."""
         counters = self.stats.counters()
         self.deployment.publish_worker(self.worker_id, self.snapshot(counters),
-                                       self._deltas.since_last(counters), ttl)
+                                       self._deltas.since_last(counters),
+                                       self.settings.registry_ttl_seconds)
         self.stream_length = self.engine.store.length()
+
+    # -- watched by an operator -----------------------------------------------------------
+
+    def watch(self, seconds: float) -> None:
+        """Ask every worker of the deployment to publish its figures each second for the
+        next ``seconds`` (at most MAX_WATCH_SECONDS): a dashboard is open."""
+        self.control.send({"op": "watch", "seconds": seconds})
+
+    def _watched_for(self, seconds: object) -> None:
+        try:
+            seconds = min(max(float(seconds), 0.0), MAX_WATCH_SECONDS)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        self._watched_until = max(self._watched_until, time.monotonic() + seconds)
+        self._watched.set()
+
+    def _publish_while_watched(self) -> float:
+        if time.monotonic() >= self._watched_until:
+            self._watched.clear()
+            self._watched.wait()
+        self.publish_figures()
+        return WATCHED_REFRESH_SECONDS
 
     def _renewal(self, subscription: Subscription) -> tuple[str, str | None, dict[str, Any]]:
         """What renewing ``subscription`` writes: its frame count and resume position
@@ -232,6 +268,7 @@ class ConnectionRegistry:
             "latency_buckets": self.stats.latency.counts(),
             "reader": {"alive": reader.alive, "lag_seconds": round(reader.lag_seconds, 3),
                        "last_read_ok": reader.last_read_ok, "last_error": reader.last_error},
+            "probe_age_seconds": self.engine.probe.age(),
         }
 
     # -- control ------------------------------------------------------------------------
@@ -248,6 +285,8 @@ class ConnectionRegistry:
                 log.info("closing connection %s at an operator's request", subscription.id)
                 subscription.close(CloseReason.KICKED,
                                    {"retry_ms": self.settings.sse_retry_ms})
+        elif command.get("op") == "watch":
+            self._watched_for(command.get("seconds"))
 
     def close_connection(self, connection_id: str) -> dict[str, Any]:
         """Close a connection wherever it lives. NotFoundError (404) when unknown.

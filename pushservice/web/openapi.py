@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app
 from .. import __version__
 from ..message import MessageFactory
 from ..settings import FLAG_WORDS, Settings
+from .admin_openapi import dashboard_paths
 from .extension import push_service
 from .openapi_schemas import component_schemas, error_responses, name_parameter
 
@@ -60,6 +61,14 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
            "static files needs a JWT (see each operation's security)."
            if auth else "Authentication is off on this instance (ENABLE_AUTH=false): "
            "every endpoint is open and no token is needed."))
+    paths = {
+        **_publish_paths(settings, security),
+        **_stream_paths(settings, security),
+        **_auth_paths(security),
+        **_connection_paths(settings, security),
+        **_operation_paths(settings, security),
+        **_documentation_paths(),
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "pushservice", "version": __version__, "description": description,
@@ -71,12 +80,9 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
             ("admin", "Administration (admin)"), ("operations", "Health and metrics"),
             ("documentation", "This document, its reader and static files"))],
         "paths": {
-            **_publish_paths(settings, security),
-            **_stream_paths(settings, security),
-            **_auth_paths(security),
-            **_connection_paths(settings, security),
-            **_operation_paths(settings, security),
-            **_documentation_paths(),
+            **paths,
+            **dashboard_paths(paths, messages, security.bearer(),
+                              [*security.codes(), "admin_required"] if auth else []),
         },
         "components": {
             "schemas": component_schemas(messages, settings.max_batch_size),

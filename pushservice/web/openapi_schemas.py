@@ -50,6 +50,8 @@ ERROR_CODES: dict[int, dict[str, str]] = {
         "broadcast_forbidden": "the token may not broadcast (push.broadcast)",
         "admin_required": "the endpoint needs the admin role (push.roles)",
         "metrics_forbidden": "the caller's address is not in METRICS_ALLOWED_NETWORKS",
+        "cross_origin_cookie": "the admin dashboard's cookie came with a request from "
+                               "another site's page",
     },
     404: {
         "not_found": "no such endpoint",

@@ -236,7 +236,8 @@ def test_every_error_code_on_the_publish_path_is_a_known_reason():
     package = Path(metrics_module.__file__).resolve().parents[1]
     not_publishing = {"admin_required"}  # auth.py's code for the admin APIs
     codes = set()
-    for name in ("web/publish.py", "web/body.py", "message.py", "auth.py"):
+    for name in ("web/publish.py", "web/body.py", "message.py", "auth.py",
+                 "store/messages.py"):
         path = package / name
         if path.exists():
             codes |= set(re.findall(r'code(?:=|": )"([a-z_]+)"', path.read_text("utf-8")))
