@@ -75,11 +75,19 @@ def dashboard_paths(paths: dict[str, Any], messages: MessageFactory, bearer: dic
                            "the worker stops or the token expires.",
             "parameters": [{"name": "topic", "in": "query",
                             "description": "only messages with a topic matching this "
-                                           "topic or glob",
+                                           "topic or glob (empty: every message)",
                             "schema": {"type": "string",
-                                       "pattern": f"^{TOPIC_FILTER.pattern}$"}}],
+                                       "pattern": f"^({TOPIC_FILTER.pattern})?$"}}],
+            # OpenAPI 3.1: a text/event-stream schema describes one event.
             "responses": {"200": {"description": "The event stream.", "content": {
-                "text/event-stream": {"schema": {"type": "string"}}}},
+                "text/event-stream": {"schema": {
+                    "type": "object", "required": ["event", "data"],
+                    "properties": {"event": {"enum": ["hello", "figures", "messages",
+                                                      "closing"]},
+                                   "data": {"type": "string",
+                                            "contentMediaType": "application/json"},
+                                   "id": {"type": "string"},
+                                   "retry": {"type": "integer", "minimum": 0}}}}}},
                 **error_responses([*refusals, "invalid_parameter", "invalid_topic"])}}},
         "/admin/connections": reused("/api/v1/connections", "get", "adminListConnections"),
         "/admin/connections/{connection_id}": reused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from ..auth import admin_only
 from ..engine.topics import is_valid_name
@@ -14,6 +15,20 @@ bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
 bp.before_request(admin_only)
 
 MAX_PAGE = 1000
+
+
+class ConnectionIdConverter(BaseConverter):
+    """A connection id in a path: never ``stats``, so that ``DELETE .../stats`` is a 405
+    (and OPTIONS does not offer DELETE there) rather than closing a connection named so."""
+
+    regex = r"(?!stats\Z)[^/]+"
+
+
+@bp.record_once
+def _add_converter(state) -> None:
+    # Before the rules below are added to the app's map, which reads it.
+    state.app.url_map.converters.setdefault("connection_id", ConnectionIdConverter)
+
 _FILTERS = ("user", "topic", "instance", "cursor")
 
 
@@ -54,7 +69,7 @@ def connection_stats():
     return jsonify(push_service().registry.deployment_stats())
 
 
-@bp.delete("/<connection_id>")
+@bp.delete("/<connection_id:connection_id>")
 def close_connection(connection_id: str):
     """Close a connection wherever it lives; 404 when there is no such connection."""
     if not is_valid_name(connection_id):

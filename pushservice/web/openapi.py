@@ -223,13 +223,17 @@ def _stream_paths(settings: Settings, security: _SecurityRequirements) -> dict[s
                               **error_responses([*extra_codes, *codes])}}
         return {"get": get, "head": head}
 
+    # Names may come in the path, in ?channel= or both: at least one in all.
+    names = f"^,*({name}(,+{name})*)?,*$"
     channels = {"name": "channels", "in": "path", "required": True,
-                "description": "comma-separated channel names",
-                "schema": {"type": "string", "pattern": f"^,*{name}(,+{name})*,*$"}}
+                "description": "comma-separated channel names (some may come in "
+                               "`?channel=` instead)",
+                "schema": {"type": "string", "minLength": 1, "pattern": names},
+                "example": "orders,kb:kb789"}
     more_channels = {"name": "channel", "in": "query", "style": "form", "explode": True,
                      "description": "more channels (repeat it, or comma-separate)",
-                     "schema": {"type": "array", "items": {
-                         "type": "string", "pattern": f"^,*({name}(,+{name})*)?,*$"}}}
+                     "schema": {"type": "array", "items": {"type": "string",
+                                                           "pattern": names}}}
     return {
         "/sse/stream/{channels}": stream(
             channels, "Stream channels", "Messages on the channels, in one connection.",
@@ -360,9 +364,9 @@ def _documentation_paths() -> dict[str, Any]:
             operation["responses"].update(error_responses(["not_found"]))
         return {"get": operation}
 
-    def file(name: str, text: str) -> dict[str, Any]:
+    def file(name: str, text: str, example: str) -> dict[str, Any]:
         return {"name": name, "in": "path", "required": True, "description": text,
-                "schema": {"type": "string"}}
+                "schema": {"type": "string"}, "example": example}
 
     return {
         "/openapi.json": {"get": {
@@ -372,8 +376,10 @@ def _documentation_paths() -> dict[str, Any]:
                                        "The OpenAPI document.")}}},
         "/docs": document("docs", "The API's documentation page (Swagger UI)", "text/html"),
         "/docs/{asset}": document("docsAsset", "A file of the documentation page",
-                                  "*/*", file("asset", "a Swagger UI file")),
+                                  "*/*", file("asset", "a Swagger UI file",
+                                              "swagger-ui.css")),
         "/static/{filename}": document("staticFile", "The JavaScript client and other "
                                        "static files", "*/*",
-                                       file("filename", "e.g. `pushservice.js`")),
+                                       file("filename", "e.g. `pushservice.js`",
+                                            "pushservice.js")),
     }

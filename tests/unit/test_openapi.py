@@ -199,3 +199,18 @@ def test_the_message_schema_accepts_exactly_what_the_validator_accepts(raw, broa
     FACTORY.check(raw, problems, broadcast=broadcast)
     errors = [error.message for error in VALIDATORS[broadcast].iter_errors(raw)]
     assert (not problems) == (not errors), (problems.items, errors)
+
+
+# -- what fuzzing the running service against the document found --------------------------
+
+
+def test_delete_on_the_stats_path_is_not_a_connection_named_stats():
+    # DELETE /api/v1/connections/stats tried to close a connection called "stats" (404),
+    # and OPTIONS there offered DELETE, which the document rightly does not.
+    client = make_app(enable_auth=False).test_client()
+    refused = client.delete("/api/v1/connections/stats")
+    assert refused.status_code == 405
+    assert refused.get_json()["error"]["code"] == "method_not_allowed"
+    assert "DELETE" not in refused.headers["Allow"]
+    assert "DELETE" not in client.options("/api/v1/connections/stats").headers["Allow"]
+    assert client.delete("/api/v1/connections/statsx").status_code != 405
