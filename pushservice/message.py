@@ -327,10 +327,13 @@ class MessageFactory:
         except orjson.JSONEncodeError as exc:  # e.g. integers beyond 64 bits
             problems.add("", f"cannot be encoded as JSON: {exc}")
             return None
-        if len(body) > self.max_message_bytes:
+        # Stored with its topics beside it (the routing header): both count.
+        size = len(body) + sum(len(topic) + 1 for topic in topics)
+        if size > self.max_message_bytes:
             raise PayloadTooLargeError(
-                f"The message is {len(body)} bytes; the limit is {self.max_message_bytes}.",
-                details={"bytes": len(body), "limit": self.max_message_bytes},
+                f"The message is {size} bytes with its topics; the limit is "
+                f"{self.max_message_bytes} (MAX_MESSAGE_BYTES).",
+                details={"bytes": size, "limit": self.max_message_bytes},
                 code="message_too_large",
             )
         ttl = metadata["ttl"]

@@ -89,6 +89,10 @@ class Settings:
     auth_cookie_name: str = "pushservice_token"
     stream_key_prefix: str = "pushservice"
     stream_max_length: int = 1_000_000
+    # The stream's size in bytes at most (messages and their headers; 0: no bound).
+    stream_max_bytes: int = 256 * 1024 * 1024
+    # Publisher-chosen message ids remembered per service at most (the oldest go first).
+    message_ids_per_service: int = 100_000
     connection_queue_size: int = 1000
     max_message_bytes: int = 64 * 1024
     max_request_bytes: int = 8 * 1024 * 1024
@@ -194,6 +198,8 @@ class Settings:
             "auth_cookie_name": reader.name("AUTH_COOKIE_NAME"),
             "stream_key_prefix": reader.name("STREAM_KEY_PREFIX"),
             "stream_max_length": reader.integer("STREAM_MAX_LENGTH", minimum=100),
+            "stream_max_bytes": reader.integer("STREAM_MAX_BYTES", minimum=0),
+            "message_ids_per_service": reader.integer("MESSAGE_IDS_PER_SERVICE", minimum=1),
             "connection_queue_size": reader.integer("CONNECTION_QUEUE_SIZE", minimum=2,
                                                     maximum=1_000_000),
             "max_message_bytes": reader.integer("MAX_MESSAGE_BYTES", minimum=256),

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 import redis
 
+from ..confirmation import AckPolicy
 from ..engine.position import Position, parse_stream_id
-from ..errors import StoreUnavailableError
+from ..errors import ConflictError, StoreUnavailableError
 from ..message import Message
 from ..settings import Settings
+from .acks import PUBLISH_READ_EXTRAS, PUBLISH_WRITE_RECORD, AckKeys, publish_extras
 from .client import Keys, RedisConnections, deadline_ms, translate_errors
 
 log = logging.getLogger(__name__)
@@ -34,21 +36,24 @@ log = logging.getLogger(__name__)
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
-# KEYS: stream, epoch, request marker, shared counters, then one key per message that
-# carries its publisher's own id. ARGV: new epoch, max length, MESSAGE_TTL in ms, request
+# KEYS: stream, epoch, request marker, shared counters, the stream's byte count, then two
+# keys per publishing service that chose its own message ids (a hash id -> event id, a
+# sorted set id -> expiry ms). ARGV: new epoch, max length, MESSAGE_TTL in ms, request
 # memory, deadline (Unix ms, 0: none), the counter to add the messages written to,
-# message count n, count d of such messages; then d pairs (message number, ttl); then n
-# pairs (header, body).
+# message count n, count d of messages with their own id, STREAM_MAX_BYTES (0: none),
+# MESSAGE_IDS_PER_SERVICE; then d quadruples (message number, index in KEYS of its
+# service's hash, its id, ttl seconds); then n pairs (header, body); then what
+# store/acks.publish_extras adds for messages that are not plain (an ``o`` field with
+# their priority, and delivery records), with its keys after all the others.
 _PUBLISH_SCRIPT = """
 local remembered = redis.call('GET', KEYS[3])
 if remembered then return {'remembered', remembered} end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local deadline = tonumber(ARGV[5])
-if deadline > 0 then
+if deadline > 0 and now_ms > deadline then
   -- The caller has answered 503 by now (Redis was stalled): write nothing.
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
-    return {'expired'}
-  end
+  return {'expired'}
 end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -57,10 +62,16 @@ if not epoch then
 end
 local n = tonumber(ARGV[7])
 local d = tonumber(ARGV[8])
+local max_bytes = tonumber(ARGV[9])
+local ids_cap = tonumber(ARGV[10])
 local chosen = {}
-for j = 1, d do
-  chosen[tonumber(ARGV[7 + 2 * j])] = {KEYS[4 + j], ARGV[8 + 2 * j]}
+for j = 0, d - 1 do
+  local at = 11 + 4 * j
+  local index = tonumber(ARGV[at + 1])
+  chosen[tonumber(ARGV[at])] = {KEYS[index], KEYS[index + 1], ARGV[at + 2], tonumber(ARGV[at + 3])}
 end
+local extras = 11 + 4 * d + 2 * n
+""" + PUBLISH_READ_EXTRAS + """
 -- Each entry names the one written before it. This script never trims the newest entry,
 -- so that is the stream's last entry; an emptied stream still knows its last id.
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
@@ -73,35 +84,110 @@ elseif redis.call('EXISTS', KEYS[1]) == 1 then
     if info[i] == 'last-generated-id' then previous = info[i + 1] end
   end
 end
+-- Bytes ever written to the stream; each entry records the count before it (field b), so
+-- the stream holds (count now - its oldest entry's b) bytes.
+local total = tonumber(redis.call('GET', KEYS[5]) or '0')
 local out = {epoch}
 local written = 0
-local base = 9 + 2 * d
+local touched = {}
+local base = 11 + 4 * d
 for i = 1, n do
   local own = chosen[i]
   local id = false
-  if own then id = redis.call('GET', own[1]) end
+  if own then
+    local known = redis.call('HGET', own[1], own[3])
+    if known and (tonumber(redis.call('ZSCORE', own[2], own[3]) or '0') > now_ms) then
+      id = known
+    end
+  end
   if id then
     out[#out + 1] = id
     out[#out + 1] = '1'
   else
-    id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. ARGV[base], 'm', ARGV[base + 1],
-                    'p', previous)
+    local header, body = ARGV[base], ARGV[base + 1]
+    local option = options[i]
+    if option then
+      id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. header, 'm', body,
+                      'p', previous, 'b', string.format('%.0f', total), 'o', option)
+    else
+      id = redis.call('XADD', KEYS[1], '*', 'h', epoch .. ' ' .. header, 'm', body,
+                      'p', previous, 'b', string.format('%.0f', total))
+    end
+""" + PUBLISH_WRITE_RECORD + """
+    total = total + #header + #body + 64
     previous = id
-    if own then redis.call('SET', own[1], id, 'EX', own[2]) end
+    if own then
+      redis.call('HSET', own[1], own[3], id)
+      redis.call('ZADD', own[2], now_ms + own[4] * 1000, own[3])
+      touched[own[1]] = own[2]
+    end
     written = written + 1
     out[#out + 1] = id
     out[#out + 1] = '0'
   end
   base = base + 2
 end
+-- A service's remembered ids: the expired ones go, and at most ids_cap stay (the oldest
+-- are forgotten first), so that no publisher can fill Redis with them.
+for hash, index in pairs(touched) do
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now_ms, 'LIMIT', 0, 1000)
+  local count = redis.call('ZCARD', index) - #gone
+  if count > ids_cap then
+    for _, old in ipairs(redis.call('ZRANGE', index, #gone, #gone + count - ids_cap - 1)) do
+      gone[#gone + 1] = old
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREM', index, unpack(gone))
+    redis.call('HDEL', hash, unpack(gone))
+  end
+  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')[2]
+  if last then
+    local ttl = math.max(1, tonumber(last) - now_ms)
+    redis.call('PEXPIRE', index, ttl)
+    redis.call('PEXPIRE', hash, ttl)
+  end
+end
 if written > 0 then
+  redis.call('SET', KEYS[5], string.format('%.0f', total))
   redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
   -- By age on Redis's own clock (the newest id's time), never on a publisher's: a
   -- skewed clock could otherwise trim what was just written.
   local newest_ms = tonumber(string.match(previous, '^(%d+)'))
   redis.call('XTRIM', KEYS[1], 'MINID', '~', (newest_ms - tonumber(ARGV[3])) .. '-0')
+  if max_bytes > 0 then
+    -- By bytes: drop the oldest entries until the stream holds at most max_bytes, reading
+    -- a bounded number of them per call (later calls go on where this one stopped).
+    local budget = math.max(1000, 2 * written)
+    local cursor = '-'
+    local cut = nil
+    while budget > 0 do
+      local page = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
+      if #page == 0 then break end
+      for _, entry in ipairs(page) do
+        local fields = entry[2]
+        local before = nil
+        for f = 1, #fields, 2 do
+          if fields[f] == 'b' then before = tonumber(fields[f + 1]) end
+        end
+        if before == nil or total - before <= max_bytes then
+          budget = 0
+          break
+        end
+        cut = entry[1]
+        budget = budget - 1
+        if budget == 0 then break end
+      end
+      cursor = '(' .. page[#page][1]
+    end
+    if cut and cut ~= previous then
+      redis.call('XDEL', KEYS[1], cut)
+      redis.call('XTRIM', KEYS[1], 'MINID', cut)
+    end
+  end
 end
 redis.call('HINCRBY', KEYS[4], ARGV[6], written)
+if a > 0 then out[#out + 1] = table.concat(overflow, ',') end
 redis.call('SET', KEYS[3], table.concat(out, ' '), 'EX', ARGV[4])
 return out
 """
@@ -151,6 +237,7 @@ class Entry:
         "named_frame",
         "plain_frame",
         "previous_id",
+        "priority",
         "seq",
         "topics",
         "type",
@@ -169,6 +256,7 @@ class Entry:
         self.previous_id = previous_id  # the ``p`` field, as Redis gave it
         self.named_frame: bytes | None = None
         self.plain_frame: bytes | None = None
+        self.priority = "normal"  # another from the ``o`` field (a full mailbox sheds low)
 
     def expired(self, now_ms: float) -> bool:
         """Past the message's TTL: neither delivered nor replayed."""
@@ -183,6 +271,15 @@ class Entry:
         """The key of the entry written just before this one (None for an entry written
         before entries named it)."""
         return None if self.previous_id is None else parse_stream_id(self.previous_id)
+
+
+class AckEntry(Entry):
+    """An entry whose message asks to be acknowledged (``metadata.require_ack``):
+    ``ack_id`` is the message's id, which acknowledgements and its delivery record use.
+    A class of its own, so that plain entries pay nothing for it where frames are
+    written."""
+
+    __slots__ = ("ack_id",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +326,18 @@ class MessageStore:
     """The message stream (the Redis Stream every message goes through), for one
     process."""
 
-    def __init__(self, settings: Settings, connections: RedisConnections | None = None) -> None:
+    def __init__(self, settings: Settings, connections: RedisConnections | None = None,
+                 counters: object | None = None) -> None:
         self.settings = settings
         self.connections = connections or RedisConnections(settings)
         self.keys = Keys(settings.stream_key_prefix)
         self.stream_key = self.keys.stream
         self.epoch_key = self.keys.epoch
+        self.ack_keys = AckKeys(self.keys)
+        self.ack_policy = AckPolicy.from_settings(settings)
+        # Where publishes count the messages they pushed out of full inboxes (an object
+        # with an ``inbox_overflow`` integer: the worker's stats), or None.
+        self.counters = counters
 
     @property
     def client(self) -> redis.Redis:
@@ -260,19 +363,32 @@ class MessageStore:
         written" (StoreUnavailableError when the write came too late)."""
         client = self.client
         keys = [self.stream_key, self.epoch_key, self.keys.request_prefix + uuid.uuid4().hex,
-                self.keys.stats]
+                self.keys.stats, self.keys.stream_bytes]
+        service_keys: dict[str, int] = {}  # service -> index (1-based) of its hash in KEYS
         chosen: list[object] = []
         entries: list[object] = []
+        special: list[tuple[int, Message]] = []  # another priority, or acknowledgements
         for number, message in enumerate(messages, 1):
+            if message.ack is not None or message.priority != "normal":
+                special.append((number, message))
             if message.client_id:
-                keys.append(f"{self.keys.message_prefix}{message.service}:{message.id}")
-                chosen += [number, message.ttl_seconds]
+                index = service_keys.get(message.service)
+                if index is None:
+                    index = service_keys[message.service] = len(keys) + 1
+                    keys += [f"{self.keys.message_prefix}{message.service}",
+                             f"{self.keys.message_prefix}{message.service}:expiry"]
+                chosen += [number, index, message.id, message.ttl_seconds]
             entries += [f"{message.type} {message.expires_at_ms} {','.join(message.topics)}",
                         message.body]
-        args = [new_epoch(), self.settings.stream_max_length,
-                self.settings.message_ttl * 1000, REQUEST_MEMORY_SECONDS,
-                deadline_ms(deadline), counter, len(messages), len(chosen) // 2, *chosen,
-                *entries]
+        settings = self.settings
+        args = [new_epoch(), settings.stream_max_length, settings.message_ttl * 1000,
+                REQUEST_MEMORY_SECONDS, deadline_ms(deadline), counter, len(messages),
+                len(chosen) // 4, settings.stream_max_bytes, settings.message_ids_per_service,
+                *chosen, *entries]
+        extra_keys, extra_args = publish_extras(special, self.ack_keys, settings,
+                                                self.ack_policy, len(keys) + 1)
+        keys += extra_keys
+        args += extra_args
         replicas = self.settings.redis_wait_replicas
         if replicas:
             # Acknowledged only once replicas have it: a failover cannot lose it then.
@@ -287,8 +403,18 @@ class MessageStore:
             raise StoreUnavailableError(
                 "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS); nothing was "
                 "written.", retry_after=2, details={"written": False})
+        if reply[0] == b"conflict":
+            taken = messages[int(reply[1]) - 1]
+            raise ConflictError(
+                f"The message id {taken.id!r} belongs to another service's message that "
+                "waits for acknowledgement: choose another id.",
+                details={"id": taken.id}, code="message_id_taken")
         if reply[0] == b"remembered":
             reply = reply[1].split(b" ")
+        if len(reply) > 1 + 2 * len(messages) and self.counters is not None and reply[-1]:
+            # What went out of full inboxes: "number:count,..."
+            self.counters.inbox_overflow += sum(
+                int(part.rpartition(b":")[2]) for part in reply[-1].split(b","))
         if replicas and int(acknowledged) < replicas:
             raise StoreUnavailableError(
                 f"The primary took the messages, but only {acknowledged} of "
@@ -412,8 +538,9 @@ _TOPIC_TUPLES_MAX = 4096
 
 def _read_entry(entry_id: bytes, flat) -> Entry:
     """An entry as XREAD gives it: fields in the order the publish script wrote them
-    (h, m, p), read without building a dict; any other shape through ``_entry``."""
-    if isinstance(flat, list) and len(flat) == 6 and flat[0] == b"h" and flat[2] == b"m":
+    (h, m, p, b), read without building a dict; any other shape through ``_entry``."""
+    if (isinstance(flat, list) and len(flat) in (6, 8) and flat[0] == b"h"
+            and flat[2] == b"m"):
         ms, _, seq = entry_id.partition(b"-")
         epoch, type_, expires, topics = flat[1].decode().split(" ", 3)
         parsed = _topic_tuples.get(topics)
@@ -432,7 +559,11 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     # h = "<epoch> <type> <expires ms> <topic>,<topic>,..." (names hold no spaces)
     header = fields.get(b"h", b"0 custom 0 ").decode()
     epoch, type_, expires, topics = header.split(" ", 3)
-    return Entry(
+    # o = "<priority>" or "<priority> <message id>" for a message that asks to be
+    # acknowledged; absent for a plain one (normal priority).
+    option = fields.get(b"o")
+    priority, _, ack_id = option.decode().partition(" ") if option else ("normal", "", "")
+    entry = (AckEntry if ack_id else Entry)(
         ms=int(ms),
         seq=int(seq),
         epoch=epoch,
@@ -442,3 +573,7 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         expires_at_ms=int(expires),
         previous_id=fields.get(b"p"),
     )
+    entry.priority = priority
+    if ack_id:
+        entry.ack_id = ack_id
+    return entry

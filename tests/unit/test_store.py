@@ -54,8 +54,9 @@ def test_published_entry_carries_topics_type_body_expiry_and_epoch(store, messag
 
     ((entry_id, fields),) = stream_entries(fake_redis, store)
     assert entry_id.decode() == published.position.stream_id
-    assert set(fields) == {b"h", b"m", b"p"}
+    assert set(fields) == {b"h", b"m", b"p", b"b"}
     assert fields[b"p"] == b"0-0"  # the first entry ever: nothing before it
+    assert fields[b"b"] == b"0"  # nor any bytes before it
     epoch, type_, expires, topics = fields[b"h"].decode().split(" ")
     assert topics == "user:u1,news,service:svc"
     assert type_ == "progress"
@@ -108,8 +109,51 @@ def test_a_client_id_repeated_within_one_batch_is_written_once(store, messages, 
 def test_a_client_id_is_remembered_for_the_message_ttl(store, messages, fake_redis):
     store.publish([messages(1, id="order-9", metadata={"ttl": 120})])
 
-    (key,) = [k for k in fake_redis.keys("*") if k.endswith(b":order-9")]
-    assert 110 <= fake_redis.ttl(key) <= 120
+    ids = store.keys.message_prefix + "svc"
+    assert fake_redis.hexists(ids, "order-9")
+    expiry_ms = fake_redis.zscore(ids + ":expiry", "order-9")
+    assert 110_000 <= expiry_ms - time.time() * 1000 <= 120_000
+    assert 110 <= fake_redis.ttl(ids) <= 120  # the service's ids go with the last of them
+
+
+def test_a_remembered_id_is_a_duplicate_until_its_ttl_ends(store, messages, fake_redis):
+    (first,) = store.publish([messages(1, id="order-9", metadata={"ttl": 120})])
+    (again,) = store.publish([messages(2, id="order-9", metadata={"ttl": 120})])
+    assert again.duplicate and again.event_id == first.event_id
+    # Its time is up: the id is free again (an expired one is not a duplicate).
+    fake_redis.zadd(store.keys.message_prefix + "svc:expiry", {"order-9": 1})
+    (later,) = store.publish([messages(3, id="order-9")])
+    assert not later.duplicate and later.event_id != first.event_id
+
+
+def test_each_service_remembers_at_most_message_ids_per_service(fake_clients, settings,
+                                                                messages, fake_redis):
+    store = MessageStore(settings.replace(message_ids_per_service=5))
+    store.publish([messages(n, id=f"order-{n}") for n in range(8)])
+    store.publish([messages(8, id="order-8")])
+
+    ids = store.keys.message_prefix + "svc"
+    assert sorted(fake_redis.hkeys(ids)) == sorted(
+        f"order-{n}".encode() for n in range(4, 9))
+    assert fake_redis.zcard(ids + ":expiry") == 5
+    # A forgotten id is published again (the price of the bound), a kept one is not.
+    assert not store.publish([messages(9, id="order-0")])[0].duplicate
+    assert store.publish([messages(10, id="order-8")])[0].duplicate
+    store.close()
+
+
+def test_the_stream_holds_at_most_stream_max_bytes(fake_clients, settings, messages,
+                                                   fake_redis):
+    store = MessageStore(settings.replace(stream_max_bytes=20_000))
+    for n in range(40):
+        store.publish([messages(n, data={"n": n, "pad": "x" * 1000})])
+
+    entries = stream_entries(fake_redis, store)
+    held = sum(len(fields[b"h"]) + len(fields[b"m"]) + 64 for _, fields in entries)
+    assert held <= 20_000
+    assert len(entries) >= 12  # the newest ones, as many as fit (about 1.4 kB each)
+    assert json.loads(entries[-1][1][b"m"])["data"]["n"] == 39
+    store.close()
 
 
 def test_messages_without_client_ids_are_never_duplicates(store, messages, fake_redis):
