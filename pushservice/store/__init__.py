@@ -12,8 +12,8 @@ from .client import Keys, RedisConnections, translate_errors
 from .connections import ConnectionRecords
 from .control import ControlStore
 from .deployment import DeploymentRecords
-from .messages import Entry, MessageStore, Published, StreamInfo, new_epoch
+from .messages import AckEntry, Entry, MessageStore, Published, StreamInfo, new_epoch
 
-__all__ = ["ConnectionRecords", "ControlStore", "DeploymentRecords", "Entry", "Keys",
+__all__ = ["AckEntry", "ConnectionRecords", "ControlStore", "DeploymentRecords", "Entry", "Keys",
            "MessageStore", "Published", "RedisConnections", "StreamInfo", "new_epoch",
            "translate_errors"]

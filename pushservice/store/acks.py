@@ -59,10 +59,12 @@ class AckKeys:
 
 
 def publish_extras(numbered: Sequence[tuple[int, Message]], keys: AckKeys,
-                   settings: Settings, policy: AckPolicy) -> tuple[list[str], list[Any]]:
+                   settings: Settings, policy: AckPolicy, first_key: int
+                   ) -> tuple[list[str], list[Any]]:
     """The publish script's extra keys and arguments for the messages of a request that
     are not plain (another priority than normal, or asking for acknowledgement), each
-    given with its number in the request (from 1). A plain request adds two zeros."""
+    given with its number in the request (from 1); ``first_key`` is the index in KEYS
+    that the first extra key gets. A plain request adds three numbers and no key."""
     options: list[Any] = []
     acks: list[tuple[int, Message]] = []
     for number, message in numbered:
@@ -71,7 +73,7 @@ def publish_extras(numbered: Sequence[tuple[int, Message]], keys: AckKeys,
         else:
             options += [number, f"{message.priority} {message.id}"]
             acks.append((number, message))
-    args: list[Any] = [len(options) // 2, *options, len(acks)]
+    args: list[Any] = [first_key, len(options) // 2, *options, len(acks)]
     if not acks:
         return [], args
     key_list: list[str] = [keys.expiry]
@@ -90,17 +92,18 @@ def publish_extras(numbered: Sequence[tuple[int, Message]], keys: AckKeys,
     return key_list, args
 
 
-# The part of the publish script (store/messages.py) that reads the extras above:
-# ``extras`` is the index of their first argument, ``first_ack_key`` of their first key.
-# Defines ``options`` (number -> the entry's ``o`` field), ``acks`` (number -> spec) and
-# refuses an id that another service's message holds, before anything is written.
+# The part of the publish script (store/messages.py) that reads the extras above, from
+# ARGV[extras] on. Defines ``options`` (number -> the entry's ``o`` field), ``acks``
+# (number -> spec) and refuses an id that another service's message holds, before
+# anything is written.
 PUBLISH_READ_EXTRAS = """
 local options, acks = {}, {}
-local o = tonumber(ARGV[extras])
+local first_ack_key = tonumber(ARGV[extras])
+local o = tonumber(ARGV[extras + 1])
 for j = 1, o do
-  options[tonumber(ARGV[extras + 2 * j - 1])] = ARGV[extras + 2 * j]
+  options[tonumber(ARGV[extras + 2 * j])] = ARGV[extras + 1 + 2 * j]
 end
-local a_at = extras + 1 + 2 * o
+local a_at = extras + 2 + 2 * o
 local a = tonumber(ARGV[a_at])
 local retention, inbox_max, inbox_ttl, record_prefix
 if a > 0 then
@@ -528,6 +531,14 @@ class AckStore:
                   [message_id, outcome, retry_at_ms, now_ms, keep_ms])
 
     # -- publishers ---------------------------------------------------------------------------
+
+    @translate_errors
+    def owners(self, ids: Sequence[str]) -> list[str | None]:
+        """The service whose delivery record holds each of ``ids`` (None: no record)."""
+        pipe = self.connections.command.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hget(self.keys.record(message_id), "service")
+        return [None if owner is None else owner.decode() for owner in pipe.execute()]
 
     @translate_errors
     def records(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
