@@ -29,7 +29,8 @@ shutil.rmtree(_metrics_dir, ignore_errors=True)
 os.makedirs(_metrics_dir, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
-bind = [f"0.0.0.0:{settings.service_port}"]
+_host = settings.service_host
+bind = [f"[{_host}]:{settings.service_port}" if ":" in _host else f"{_host}:{settings.service_port}"]
 workers = settings.workers
 worker_class = "gevent"
 # Every stream is a greenlet: room for the whole instance's streams plus API calls.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,17 @@ def main() -> int:
         print(f"pushservice: {exc}", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    host = settings.service_host
+    if not settings.enable_auth and not os.environ.get("SERVICE_HOST"):
+        # Every endpoint is open without authentication: keep it to this machine unless
+        # asked otherwise.
+        host = env["SERVICE_HOST"] = "127.0.0.1"
+    problem = _port_problem(host, settings.service_port)
+    if problem:
+        print(f"pushservice: cannot listen on {host}:{settings.service_port}: {problem}. "
+              "Stop what uses it, or choose another port with SERVICE_PORT=...",
+              file=sys.stderr)
+        return 1
     embedded: EmbeddedRedis | None = None
     if settings.redis_sentinels:
         redis_note = (f"Redis: primary {settings.redis_sentinel_master!r} from the sentinels "
@@ -40,11 +52,14 @@ def main() -> int:
         env["REDIS_URL"] = embedded.url
         redis_note = (f"Redis: embedded redis-server {embedded.version()} at {embedded.url}, "
                       f"data in {embedded.data_dir} (AOF on)")
-    print(f"pushservice: http://0.0.0.0:{settings.service_port} with {settings.workers} "
-          f"gevent worker(s); {redis_note}", flush=True)
+    shown = "localhost" if host == "127.0.0.1" else host
+    print(f"pushservice: http://{shown}:{settings.service_port} (listening on {host}) with "
+          f"{settings.workers} gevent worker(s); {redis_note}", flush=True)
     if not settings.enable_auth:
         print("pushservice: authentication is OFF (ENABLE_AUTH=false): every endpoint is "
-              "open; set ENABLE_AUTH=true and JWT_SECRET to require tokens", flush=True)
+              "open; set ENABLE_AUTH=true and JWT_SECRET to require tokens"
+              + ("; only this machine can connect (SERVICE_HOST=0.0.0.0 opens it to the "
+                 "network)" if host == "127.0.0.1" else ""), flush=True)
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=PROJECT_ROOT, env=env,
@@ -70,3 +85,15 @@ def main() -> int:
             embedded.stop()
             print("pushservice: embedded Redis stopped", flush=True)
 
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, not allowed), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

@@ -67,6 +67,9 @@ class Settings:
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
     service_port: int = 8089
+    # The address to listen on: every interface by default; `make run` with authentication
+    # off listens on loopback only, unless this is set.
+    service_host: str = "0.0.0.0"
     # How this instance names itself in connection lists, metrics and registration.
     instance_name: str = "pushservice"
     workers: int = 2
@@ -182,6 +185,7 @@ class Settings:
             "redis_wait_timeout_ms": reader.integer("REDIS_WAIT_TIMEOUT_MS", minimum=1,
                                                     maximum=60_000),
             "service_port": reader.integer("SERVICE_PORT", minimum=1, maximum=65535),
+            "service_host": reader.host("SERVICE_HOST"),
             "instance_name": reader.name("INSTANCE_NAME", _default_instance_name(env)),
             "workers": reader.integer("WORKERS", _default_workers(), minimum=1, maximum=256),
             "max_connections": reader.integer("MAX_CONNECTIONS", minimum=1),
@@ -455,6 +459,13 @@ class _EnvReader:
             return raw
 
         return self._parse(name, default, convert, "1-64 letters, digits, '-', '_' or '.'")
+
+    def host(self, name: str, default: Any = _FROM_FIELD) -> str:
+        """An IP address to listen on (``[...]`` around an IPv6 one is accepted)."""
+        def convert(raw: str) -> str:
+            return str(ipaddress.ip_address(raw.strip("[]")))
+
+        return self._parse(name, default, convert, "an IP address such as 127.0.0.1 or ::")
 
     def networks(self, name: str) -> tuple[str, ...]:
         def convert(raw: str) -> tuple[str, ...]:

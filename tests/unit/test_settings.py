@@ -412,3 +412,11 @@ def test_every_problem_is_reported_together():
                           "CORS_ORIGINS": "not a url", "MAX_NAME_LENGTH": "0"})
     for name in ("JWT_SECRET", "JWT_ALGORITHMS", "CORS_ORIGINS", "MAX_NAME_LENGTH"):
         assert name in problems
+
+
+def test_service_host_is_an_ip_address():
+    assert from_env({}).service_host == "0.0.0.0"
+    assert from_env({"SERVICE_HOST": "127.0.0.1"}).service_host == "127.0.0.1"
+    assert from_env({"SERVICE_HOST": "[::1]"}).service_host == "::1"
+    (problem,) = problems_of({"SERVICE_HOST": "localhost; rm -rf /"})
+    assert problem.startswith("SERVICE_HOST=")
