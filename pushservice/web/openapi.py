@@ -137,7 +137,7 @@ def _publish_paths(settings: Settings, security: _SecurityRequirements) -> dict[
               f"{settings.max_request_bytes} bytes (MAX_REQUEST_BYTES).")
     refused = [*security.codes(), "publish_forbidden", "service_mismatch", "topic_forbidden",
                *_JSON_BODY, "validation_failed", "message_too_large", "rate_limited",
-               "redis_unavailable"]
+               "message_id_taken", "redis_unavailable"]
 
     def publish(summary: str, body: str, result: str, codes: list[str],
                 operation_id: str, text: str) -> dict[str, Any]:

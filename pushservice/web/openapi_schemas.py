@@ -59,7 +59,9 @@ ERROR_CODES: dict[int, dict[str, str]] = {
     },
     405: {"method_not_allowed": "the endpoint does not take this method (see `Allow`)"},
     408: {"request_timeout": "the body did not arrive within REQUEST_TIMEOUT_SECONDS"},
-    409: {"conflict": "the request collides with something that exists"},
+    409: {"conflict": "the request collides with something that exists",
+          "message_id_taken": "another service's message that waits for acknowledgement "
+                              "has this id; choose another"},
     413: {
         "payload_too_large": "the body is larger than MAX_REQUEST_BYTES",
         "message_too_large": "a message, stored as JSON, is larger than MAX_MESSAGE_BYTES",
