@@ -5,9 +5,12 @@
 export const PALETTE = ['#2f7ed8', '#e4572e', '#29a36a', '#9b59b6', '#f3a712', '#17becf',
                         '#8c564b', '#d62f8a', '#7f7f7f', '#bcbd22'];
 
+// Samples are kept this long; a chart shows the last ``span`` of them.
+export const KEPT_SECONDS = 900;
+
 /** Samples of named series over a sliding window of ``windowSeconds``. */
 export class History {
-  constructor(windowSeconds = 300) {
+  constructor(windowSeconds = KEPT_SECONDS) {
     this.window = windowSeconds * 1000;
     this.series = new Map();   // name -> [[time ms, value or null], ...]
   }
@@ -43,7 +46,7 @@ export class TimeChart {
    * ``canvas``: where to draw; ``legend``: a list element for the series' names and
    * latest values. Options: ``format`` (a value as text), ``max`` (a fixed top of the
    * scale), ``minTop`` (the smallest top of an automatic scale), ``colors`` (name ->
-   * colour), ``windowSeconds``.
+   * colour), ``spanSeconds`` (how much of the past the chart shows, 300 by default).
    */
   constructor(canvas, legend, options = {}) {
     this.canvas = canvas;
@@ -52,7 +55,8 @@ export class TimeChart {
     this.max = options.max ?? null;
     this.minTop = options.minTop ?? 1;
     this.colors = options.colors || {};
-    this.history = new History(options.windowSeconds || 300);
+    this.history = new History();
+    this.span = (options.spanSeconds || 300) * 1000;
     this._assigned = new Map();
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
@@ -68,6 +72,12 @@ export class TimeChart {
   add(time, values) {
     this.history.add(time, values);
     this.refresh(time);
+  }
+
+  /** Show the last ``seconds`` of the series. */
+  setSpan(seconds) {
+    this.span = seconds * 1000;
+    this.refresh(this.now);
   }
 
   /** Draw another History (the same figures grouped another way). */
@@ -121,12 +131,12 @@ export class TimeChart {
     g.font = '11px system-ui, sans-serif';
 
     const now = this.now || Date.now();
-    const span = this.history.window;
+    const span = this.span;
     let top = this.max;
     if (top === null) {
       top = this.minTop;
       for (const points of this.history.series.values()) {
-        for (const [, v] of points) if (v !== null && v > top) top = v;
+        for (const [t, v] of points) if (v !== null && v > top && now - t <= span) top = v;
       }
     }
     const step = niceStep(top, 4);
@@ -157,14 +167,17 @@ export class TimeChart {
     }
     g.textAlign = 'center';
     g.textBaseline = 'top';
-    const minutes = Math.round(span / 60000);
-    // A label every minute when there is room for one, else every second or fifth.
-    const every = [1, 2, 5].find((n) => (plotW * n) / minutes >= 56) || minutes;
-    for (let m = minutes; m >= 0; m -= 1) {
-      if (m % every) continue;
-      const px = x(now - m * 60000);
-      g.fillText(m === 0 ? 'now' : `−${m} min`, Math.min(Math.max(px, left + 20), left + plotW - 14),
-                 topPad + plotH + 4);
+    // Time labels from "now" back, as many as fit without touching each other.
+    const seconds = span / 1000;
+    const tick = [10, 15, 30, 60, 120, 300, 600].find((n) => (plotW * n) / seconds >= 64) || seconds;
+    let leftmost = Infinity;
+    for (let back = 0; back <= seconds; back += tick) {
+      const text = back === 0 ? 'now' : back < 60 ? `−${back} s` : `−${back / 60} min`;
+      const half = g.measureText(text).width / 2;
+      const px = Math.min(Math.max(x(now - back * 1000), left + half), left + plotW - half);
+      if (px + half > leftmost - 8) continue;
+      g.fillText(text, px, topPad + plotH + 4);
+      leftmost = px - half;
     }
 
     g.save();
@@ -174,23 +187,27 @@ export class TimeChart {
     g.lineWidth = 2;
     g.lineJoin = 'round';
     for (const [name, points] of this.history.series) {
-      g.strokeStyle = this.color(name);
-      g.beginPath();
-      let drawing = false;
+      g.strokeStyle = g.fillStyle = this.color(name);
+      // Runs of samples with values become lines; a lone sample, a dot; null, a gap.
+      let run = [];
+      const flush = () => {
+        if (run.length === 1) {
+          g.beginPath();
+          g.arc(run[0][0], run[0][1], 2.5, 0, 2 * Math.PI);
+          g.fill();
+        } else if (run.length > 1) {
+          g.beginPath();
+          run.forEach(([px, py], i) => (i ? g.lineTo(px, py) : g.moveTo(px, py)));
+          g.stroke();
+        }
+        run = [];
+      };
       for (const [t, v] of points) {
-        if (v === null || v === undefined) { drawing = false; continue; }
-        const px = x(t);
-        const py = y(Math.min(v, top));
-        if (drawing) g.lineTo(px, py); else g.moveTo(px, py);
-        drawing = true;
+        if (now - t > span + 5000) continue;   // (one more on the left: the clip cuts it)
+        if (v === null || v === undefined) { flush(); continue; }
+        run.push([x(t), y(Math.min(v, top))]);
       }
-      g.stroke();
-      if (points.length === 1 && points[0][1] !== null) {   // one sample: a dot
-        g.fillStyle = this.color(name);
-        g.beginPath();
-        g.arc(x(points[0][0]), y(points[0][1]), 2.5, 0, 2 * Math.PI);
-        g.fill();
-      }
+      flush();
     }
     g.restore();
   }

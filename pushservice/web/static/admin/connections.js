@@ -1,7 +1,7 @@
 // The connection table: the connection API's pages (filter by user, topic, instance),
 // with a kick button per connection (two clicks: kick, then confirm).
 
-import {ApiError, ago, api, count, el} from './util.js';
+import {ApiError, api, clock, count, el} from './util.js';
 
 const CONFIRM_MS = 4000;
 
@@ -88,7 +88,7 @@ export class ConnectionTable {
       el('td', {'data-label': 'Kind'}, c.kind),
       el('td', {'data-label': 'Topics', class: 'topics'}, c.topics.join(', ')),
       el('td', {'data-label': 'Instance'}, `${c.instance} · ${c.worker}`),
-      el('td', {'data-label': 'Open for'}, ago(c.connected_at)),
+      el('td', {'data-label': 'Connected'}, c.connected_at ? clock(Number(c.connected_at) * 1000) : '–'),
       el('td', {'data-label': 'Frames', class: 'number'}, count(c.frames_sent)),
       el('td', {'data-label': 'Client', class: 'client'}, c.remote_addr || '–'),
       el('td', {'data-label': ''}, this.kickButton(c.connection_id)))));

@@ -148,6 +148,10 @@ function latencyPair(p50, p99) {
   return `${figure(p50)} / ${figure(p99)} ms`;
 }
 
+$('#span').addEventListener('change', (event) => {
+  for (const chart of Object.values(charts)) chart.setSpan(Number(event.target.value));
+});
+
 $('#group-by').addEventListener('change', (event) => {
   charts.connections.show(event.target.value === 'worker' ? byWorker : byInstance);
 });
