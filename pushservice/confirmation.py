@@ -16,6 +16,9 @@ A message's own ``metadata.ack_timeout`` replaces the timeout whatever its prior
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from .settings import Settings
 
 # Priorities in order, lowest first: an overflowing inbox gives up the lowest first.
@@ -50,3 +53,75 @@ class AckPolicy:
         if base == 0:
             return 0
         return max(1, int(base * _REDELIVERY_FACTOR[priority]))
+
+
+STATES = ("pending", "delivered", "acknowledged", "expired_unacknowledged")
+
+
+def iso_ms(ms: str | int | None) -> str | None:
+    """Unix milliseconds as ``2025-07-30T15:10:00.123Z`` (None stays None)."""
+    if ms is None or ms == "":
+        return None
+    moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def delivery_status(record: dict[str, str], now_ms: int) -> dict[str, Any]:
+    """What a publisher sees of a message's delivery record (store/acks.py).
+
+    ``state``: ``acknowledged`` (every user it is for acknowledged it),
+    ``expired_unacknowledged`` (its TTL ran out first), ``delivered`` (written to at
+    least one connection, waiting for acknowledgement) or ``pending`` (not written to
+    any connection yet: its users have no stream open)."""
+    users = [user for user in record.get("users", "").split(",") if user]
+    written = int(record.get("written", 0))
+    expires = int(record.get("expires", 0))
+    acknowledged = [user for user in users if f"acked:{user}" in record]
+    if users and len(acknowledged) == len(users):
+        state = "acknowledged"
+    elif "expired" in record or expires < now_ms:
+        state = "expired_unacknowledged"
+    elif written > 0:
+        state = "delivered"
+    else:
+        state = "pending"
+    per_user = []
+    for user in users:
+        acked = record.get(f"acked:{user}")
+        due = record.get(f"due:{user}")
+        retries = int(record.get(f"retries:{user}", 0))
+        waiting = state in ("pending", "delivered") and acked is None
+        per_user.append({
+            "user": user,
+            "delivered_at": iso_ms(record.get(f"delivered:{user}")),
+            "acknowledged_at": iso_ms(acked),
+            "redeliveries": retries,
+            "next_redelivery_at": iso_ms(due) if waiting and due and (
+                int(due) < expires and retries < int(record.get("max", 0))) else None,
+            "dropped_from_inbox_at": iso_ms(record.get(f"dropped:{user}")),
+        })
+    webhook = None
+    if "webhook" in record:
+        webhook = {"state": record["webhook"],
+                   "attempts": int(record.get("webhook_attempts", 0)),
+                   "at": iso_ms(record.get("webhook_at"))}
+    return {
+        "id": record.get("id"),
+        "service": record.get("service"),
+        "event_id": record.get("event_id"),
+        "type": record.get("type"),
+        "priority": record.get("priority"),
+        "topics": [topic for topic in record.get("topics", "").split(",") if topic],
+        "state": state,
+        "created_at": iso_ms(record.get("created")),
+        "expires_at": iso_ms(expires),
+        "expired_at": iso_ms(record.get("expired")),
+        "written": written,
+        "redeliveries": int(record.get("redeliveries", 0)),
+        "ack_timeout_seconds": int(record.get("timeout", 0)) / 1000,
+        "max_redeliveries": int(record.get("max", 0)),
+        "acknowledged_by": [{"user": user, "at": iso_ms(record[f"acked:{user}"])}
+                            for user in acknowledged],
+        "users": per_user,
+        "webhook": webhook,
+    }

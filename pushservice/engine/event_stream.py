@@ -26,13 +26,14 @@ from gevent.queue import Empty
 
 from ..errors import StoreUnavailableError
 from ..settings import Settings
-from ..store import Entry, MessageStore, StreamInfo
+from ..store import AckEntry, Entry, MessageStore, StreamInfo
+from .confirmations import CLAIM_PAGE, Confirmations, Redelivered
 from .hangup import hung_up
 from .position import Position, parse_event_id
 from .recent import RecentHistory
 from .sse import HEARTBEAT_COMMENT, encode_json_frame, encode_position, encode_retry, message_frame
 from .stats import WorkerStats
-from .subscription import WAKE, CloseReason, Heartbeat, Subscription
+from .subscription import WAKE, CloseReason, Heartbeat, Shed, Subscription
 from .topics import matches
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class StreamContext:
     stats: WorkerStats
     recent: RecentHistory
     on_close: Callable[[EventStream], None]
+    confirmations: Confirmations | None = None
 
 
 class EventStream:
@@ -174,9 +176,10 @@ class EventStream:
     (``close_connection``), so that the client reconnects to a worker that stays.
     """
 
-    __slots__ = ("_body", "_client_id", "_closed", "_delivered", "_hangup_watch", "_newest",
-                 "close_connection", "context", "expires_at", "heartbeat_events", "plan",
-                 "replayed", "scanned", "start", "subscription")
+    __slots__ = ("_acks", "_body", "_client_id", "_closed", "_delivered", "_hangup_watch",
+                 "_newest", "_redelivered", "_replayed_acks", "close_connection", "context",
+                 "expires_at", "heartbeat_events", "plan", "replayed", "scanned", "start",
+                 "subscription")
 
     def __init__(self, context: StreamContext, subscription: Subscription, start: Position,
                  plan: ResumePlan, heartbeat_events: bool = False,
@@ -205,6 +208,12 @@ class EventStream:
         # What the chunk being written carries: message frames, and the newest entry.
         self._delivered = 0
         self._newest: Entry | None = None
+        # Delivery confirmation: ids of such messages in the chunk being written (None
+        # when there are none), how many of them were redeliveries, and the ids the
+        # replay sent (the inbox need not send them again).
+        self._acks: list[str] | None = None
+        self._redelivered = 0
+        self._replayed_acks: list[str] | None = None
         # The client's socket, watched for a hang-up (hangup.py): a libev watcher and
         # an argument tuple, the least a connection can carry for it.
         self._hangup_watch = None
@@ -347,6 +356,35 @@ class EventStream:
             moved = self._position_after_replay(complete)
             if moved is not None:
                 yield moved
+        if subscription.ack_user is not None and self.context.confirmations is not None:
+            yield from self._redeliver_inbox()
+
+    def _redeliver_inbox(self) -> Iterator[bytes]:
+        """What waits in the user's inbox for acknowledgement and is not on its way to
+        the client already (replayed, or newer than its position: it arrives live),
+        page by page. Without Redis the stream goes on without it: the next connection,
+        or the message's timeout, brings it."""
+        subscription = self.subscription
+        confirmations = self.context.confirmations
+        stats = self.context.stats
+        sent, self._replayed_acks = self._replayed_acks or (), None
+        while subscription.closing is None:
+            try:
+                page = confirmations.redeliveries(subscription, subscription.position, sent)
+            except StoreUnavailableError as exc:
+                log.info("stream %s: the inbox waits for the next connection: %s",
+                         subscription.id, exc)
+                return
+            if not page:
+                return
+            named = subscription.named
+            yield b"".join(item.frame(named) for item in page)
+            confirmations.written(subscription, [item.message_id for item in page])
+            subscription.frames_sent += len(page)
+            stats.delivered += len(page)
+            stats.redelivered_on_connect += len(page)
+            if len(page) < CLAIM_PAGE:
+                return
 
     def _history_lost(self, lost: dict[str, Any]) -> bytes:
         self.context.stats.note_history_lost(lost["reason"])
@@ -380,9 +418,16 @@ class EventStream:
             now_ms = time.time() * 1000
             frames: list[bytes] = [head] if head else []
             replayed = 0
+            # What the user acknowledged is never delivered to it again.
+            acknowledged = self._acknowledged_in(entries)
+            acks: list[str] = []
             for entry in entries:
                 last = entry
                 sent = not entry.expired(now_ms) and matches(entry.topics, subscribed)
+                if sent and type(entry) is AckEntry:
+                    sent = entry.ack_id not in acknowledged
+                    if sent:
+                        acks.append(entry.ack_id)
                 if sent:
                     frames.append(message_frame(entry, named))
                     replayed += 1
@@ -396,6 +441,10 @@ class EventStream:
                 # Move the client's Last-Event-ID past the entries it was not sent.
                 frames.append(encode_position(last.event_id, "replay"))
             yield b"".join(frames)
+            if acks:
+                self._replayed_acks = (self._replayed_acks or []) + acks
+                if self.context.confirmations is not None:
+                    self.context.confirmations.written(subscription, acks)
             subscription.frames_sent += replayed
             stats.replayed += replayed
             stats.delivered += replayed
@@ -407,6 +456,18 @@ class EventStream:
                 return False
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
         return True
+
+    def _acknowledged_in(self, entries: list[Entry]) -> set[str] | frozenset[str]:
+        """The ids of confirmation-requiring messages among ``entries`` that this
+        stream's user acknowledged (a round trip to Redis when there are any)."""
+        subscription = self.subscription
+        confirmations = self.context.confirmations
+        if subscription.ack_user is None or confirmations is None:
+            return frozenset()
+        topic = f"user:{subscription.ack_user}"
+        ids = [entry.ack_id for entry in entries
+               if type(entry) is AckEntry and topic in entry.topics]
+        return confirmations.acknowledged(subscription, ids) if ids else frozenset()
 
     def _pages_from_redis(self, after: tuple[int, int],
                           verify: bool) -> Iterator[tuple[bytes | None, list[Entry]]]:
@@ -466,6 +527,28 @@ class EventStream:
                     delivered += 1
             elif type(item) is Heartbeat:
                 frames.append(self._heartbeat(item.position))
+            elif type(item) is AckEntry:
+                # As an Entry above (a branch of its own, so that plain entries pay
+                # nothing for it), and noted for its delivery record once written.
+                if item.epoch != position.epoch:
+                    frames.append(self._epoch_changed(item))
+                key = (item.ms, item.seq)
+                if key > position.key:
+                    frame = message_frame(item, named)
+                    frames.append(frame)
+                    size += len(frame)
+                    position.key = key
+                    newest = item
+                    delivered += 1
+                    self._note_ack(item.ack_id)
+            elif type(item) is Redelivered:
+                frame = item.frame(named)
+                frames.append(frame)
+                size += len(frame)
+                self._note_ack(item.message_id)
+                self._redelivered += 1
+            elif type(item) is Shed:
+                frames.append(self._shed(item))
             elif item is not WAKE:
                 log.error("unexpected item in stream queue: %r", item)
             if size >= WRITE_CHUNK_BYTES:
@@ -475,9 +558,28 @@ class EventStream:
         self._newest = newest
         return b"".join(frames) if frames else None
 
+    def _note_ack(self, message_id: str) -> None:
+        if self._acks is None:
+            self._acks = []
+        self._acks.append(message_id)
+
+    def _written_acks(self) -> None:
+        """The chunk carried confirmation-requiring messages: have them recorded."""
+        acks, self._acks = self._acks, None
+        redelivered, self._redelivered = self._redelivered, 0
+        if self.context.confirmations is not None:
+            self.context.confirmations.written(self.subscription, acks)
+        if redelivered:
+            self.subscription.frames_sent += redelivered
+            stats = self.context.stats
+            stats.delivered += redelivered
+            stats.redelivered_on_timeout += redelivered
+
     def _written(self) -> None:
         """The chunk went out: count its frames and how long they took since Redis took
         the newest of them in."""
+        if self._acks is not None:
+            self._written_acks()
         if self._newest is not None:
             delivered = self._delivered
             self.subscription.frames_sent += delivered
@@ -513,6 +615,16 @@ class EventStream:
         if advanced:
             return encode_position(hub_at.event_id)
         return HEARTBEAT_COMMENT
+
+    def _shed(self, shed: Shed) -> bytes:
+        """Tell the client that low-priority messages were let go of to make room in its
+        full mailbox (it continues from its position; a resume from an earlier one
+        replays them)."""
+        self.context.stats.shed_low += shed.count
+        at = self.subscription.position.event_id
+        return self._history_lost({
+            "reason": "low_priority_shed", "last_event_id": at, "resumes_from": at,
+            "dropped": shed.count, "dropped_event_ids": [shed.first_id, shed.last_id]})
 
     def _epoch_changed(self, entry: Entry) -> bytes:
         position = self.subscription.position

@@ -15,7 +15,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0)
 COUNTERS = ("publish_failed", "delivered", "slow_consumers", "replayed", "history_lost",
             "expired_skipped", "read_errors", "routed_entries", "offered_frames",
-            "connections_opened", "connections_closed", "user_limit_refusals")
+            "connections_opened", "connections_closed", "user_limit_refusals",
+            # Delivery confirmation, and the slow consumer's low-priority frames let go.
+            "acknowledged", "redelivered_on_connect", "redelivered_on_timeout",
+            "inbox_overflow", "expired_unacknowledged", "webhook_delivered", "webhook_retried",
+            "webhook_failed", "shed_low")
 
 
 class LatencyWindow:

@@ -1,7 +1,9 @@
 """One SSE connection as the hub sees it: its topics and a bounded gevent queue.
 
-``offer()`` never blocks: when the queue is full the subscription is closed as a slow
-consumer instead (the client resumes with Last-Event-ID), so one stalled client can
+``offer()`` never blocks: when the queue is full, the low-priority messages waiting in
+it are let go first (the client is told, in their place, with a ``history-lost`` event of
+reason ``low_priority_shed``); when that does not make room the subscription is closed as
+a slow consumer (the client resumes with Last-Event-ID). So one stalled client can
 neither slow the reader nor grow the worker's memory.
 """
 
@@ -98,13 +100,13 @@ class Mailbox:
 
     def put_many(self, items: list[Any]) -> None:
         """``put_nowait`` for each of ``items`` in order, with one wake-up: Full once the
-        queue is full (what fitted is queued)."""
+        queue is full (what fitted is queued; the exception's argument is the rest)."""
         room = self.maxsize - len(self.queue)
         if room < len(items):
             if room > 0:
                 self.queue.extend(items[:room])
                 self._wake()
-            raise Full
+            raise Full(items[max(room, 0):])
         self.queue.extend(items)
         self._wake()
 
@@ -113,6 +115,12 @@ class Mailbox:
         self._wait(timeout)
         items, self.queue = self.queue, []
         return items
+
+    def replace(self, items: list[Any]) -> None:
+        """Put ``items`` in place of everything waiting (its owner reorganised them)."""
+        self.queue[:] = items
+        if items:
+            self._wake()
 
     def put_back(self, items: list[Any]) -> None:
         """Return untaken items to the front of the queue (never counted as full)."""
@@ -164,6 +172,30 @@ class Heartbeat:
 # Put in a queue only to wake its consumer so it notices ``closing``.
 WAKE = object()
 
+
+class Shed:
+    """Where low-priority messages were let go of to make room in a full mailbox: the
+    client is told, in their place (``count`` messages, event ids ``first_id`` to
+    ``last_id``)."""
+
+    __slots__ = ("count", "first_id", "last_id")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_id: str | None = None
+        self.last_id: str | None = None
+
+    def add(self, item: Any) -> None:
+        self.count += 1
+        if self.first_id is None:
+            self.first_id = item.event_id
+        self.last_id = item.event_id
+
+
+def _is_low(item: Any) -> bool:
+    return getattr(item, "priority", None) == "low"
+
+
 def new_connection_id() -> str:
     """Unique across workers and instances, and ordered by connect time (listings page
     through connections in that order): milliseconds in hex, then 40 random bits."""
@@ -180,6 +212,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "ack_user",
         "close_detail",
         "closing",
         "connected_at",
@@ -206,6 +239,9 @@ class Subscription:
         self.connected_at = time.time()
         self.frames_sent = 0
         self.position = ClientPosition("0")
+        # The user whose messages this stream delivers and acknowledges (its own
+        # ``user:`` topic), for delivery confirmation; None for other streams.
+        self.ack_user = user if user is not None and f"user:{user}" in topics else None
 
     def offer(self, item: Any) -> bool:
         """Queue ``item`` without blocking. A full queue closes the subscription as a slow
@@ -214,21 +250,55 @@ class Subscription:
             self.queue.put_nowait(item)
             return True
         except Full:
-            return self._overflowed()
+            return self._overflowed([item])
 
     def offer_many(self, items: list[Any]) -> bool:
         """``offer`` for each of ``items`` in order, at the cost of one."""
         try:
             self.queue.put_many(items)
             return True
-        except Full:
-            return self._overflowed()
+        except Full as full:
+            return self._overflowed(full.args[0] if full.args else items)
 
-    def _overflowed(self) -> bool:
+    def _overflowed(self, rest: list[Any]) -> bool:
         if self.closing is not None:
             return True  # already on its way out
+        if self._shed_low(rest):
+            return True
         self.close(CloseReason.SLOW_CONSUMER, {"queue_size": self.queue.maxsize})
         return False
+
+    def _shed_low(self, rest: list[Any]) -> bool:
+        """Make room by letting the low-priority messages go (a Shed marker tells the
+        client in their place), then queue ``rest``, whose own low-priority messages go
+        too when they do not fit. False when the rest still does not fit."""
+        mailbox = self.queue
+        kept: list[Any] = []
+        markers = 0  # Shed markers do not count against the bound: they replace items
+        shed: Shed | None = None
+        for item in mailbox.queue:
+            if _is_low(item):
+                if shed is None:
+                    shed = Shed()
+                    kept.append(shed)
+                    markers += 1
+                shed.add(item)
+            else:
+                kept.append(item)
+        if shed is None and not any(_is_low(item) for item in rest):
+            return False
+        for item in rest:
+            if len(kept) - markers < mailbox.maxsize:
+                kept.append(item)
+            elif _is_low(item):
+                if type(kept[-1]) is not Shed:
+                    kept.append(Shed())
+                    markers += 1
+                kept[-1].add(item)
+            else:
+                return False
+        mailbox.replace(kept)
+        return True
 
     def close(self, reason: str, detail: dict[str, Any] | None = None) -> None:
         """Ask the connection to end with a final frame giving ``reason``. Idempotent."""

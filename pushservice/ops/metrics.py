@@ -58,7 +58,7 @@ STREAM_REFUSAL_REASONS = ("too_many_connections", "not_ready", "redis_unavailabl
                           "too_many_user_connections")
 # Why a resuming client was told ``history-lost`` (engine/event_stream.py).
 HISTORY_LOST_REASONS = ("history_trimmed", "stream_reset", "unknown_position",
-                        "malformed_last_event_id")
+                        "malformed_last_event_id", "low_priority_shed")
 
 # stats.py counter -> (metric attribute, label values)
 _COUNTER_MAP = {
@@ -69,6 +69,18 @@ _COUNTER_MAP = {
     "expired_skipped": "expired_skipped",
     "connections_opened": "connections_opened",
     "connections_closed": "connections_closed",
+    "acknowledged": "acknowledgements",
+    "inbox_overflow": "inbox_overflow",
+    "expired_unacknowledged": "expired_unacknowledged",
+    "shed_low": "low_priority_shed",
+}
+# stats.py counter -> (labelled metric attribute, its label value)
+_LABELLED_COUNTER_MAP = {
+    "redelivered_on_connect": ("redeliveries", "connect"),
+    "redelivered_on_timeout": ("redeliveries", "timeout"),
+    "webhook_delivered": ("ack_webhook", "delivered"),
+    "webhook_retried": ("ack_webhook", "retried"),
+    "webhook_failed": ("ack_webhook", "failed"),
 }
 
 
@@ -119,6 +131,33 @@ class PushMetrics:
             "message_push_connections_opened", "SSE connections opened.", registry=r)
         self.connections_closed = Counter(
             "message_push_connections_closed", "SSE connections closed.", registry=r)
+        # Delivery confirmation (docs/delivery-confirmation.md).
+        self.acknowledgements = Counter(
+            "message_push_acknowledgements",
+            "Messages acknowledged by a user they were for (repeats not counted).",
+            registry=r)
+        self.redeliveries = Counter(
+            "message_push_redeliveries",
+            "Confirmation-requiring messages delivered again, by trigger (connect: from the "
+            "user's inbox when a stream opened; timeout: not acknowledged in time).",
+            ["trigger"], registry=r)
+        self.inbox_overflow = Counter(
+            "message_push_inbox_overflow",
+            "Messages pushed out of a user's full inbox (ACK_INBOX_MAX_MESSAGES), the "
+            "oldest of the lowest priority first; they are not delivered again.",
+            registry=r)
+        self.expired_unacknowledged = Counter(
+            "message_push_expired_unacknowledged",
+            "Confirmation-requiring messages whose TTL ran out before every user they were "
+            "for acknowledged them.", registry=r)
+        self.ack_webhook = Counter(
+            "message_push_ack_webhook",
+            "Expiry notice attempts by outcome (delivered, retried, failed: attempts spent).",
+            ["outcome"], registry=r)
+        self.low_priority_shed = Counter(
+            "message_push_low_priority_shed",
+            "Low-priority messages let go of to make room in a slow client's full mailbox "
+            "(the client is told with history-lost, reason low_priority_shed).", registry=r)
         self.stream_length = Gauge(
             "message_push_stream_length", "Entries in the Redis Stream (the queue length).",
             registry=r, multiprocess_mode="livemax")
@@ -157,7 +196,9 @@ class PushMetrics:
             self._sent_children[endpoint] = self.messages_sent.labels(endpoint)
         for counter, reasons in ((self.messages_failed, PUBLISH_FAILURE_REASONS),
                                  (self.stream_refusals, STREAM_REFUSAL_REASONS),
-                                 (self.history_lost, HISTORY_LOST_REASONS)):
+                                 (self.history_lost, HISTORY_LOST_REASONS),
+                                 (self.redeliveries, ("connect", "timeout")),
+                                 (self.ack_webhook, ("delivered", "retried", "failed"))):
             for reason in reasons:
                 counter.labels(reason)
 
@@ -242,6 +283,9 @@ class PushMetrics:
             elif name == "user_limit_refusals" and delta > 0:
                 # Told after the stream opened, when the registry write found the limit.
                 self.stream_refusals.labels("too_many_user_connections").inc(delta)
+            elif name in _LABELLED_COUNTER_MAP and delta > 0:
+                labelled, value = _LABELLED_COUNTER_MAP[name]
+                getattr(self, labelled).labels(value).inc(delta)
         for reason, delta in self._lost_deltas.since_last(stats.history_lost_reasons).items():
             self.history_lost.labels(reason).inc(delta)
         observations = stats.drain_latencies()

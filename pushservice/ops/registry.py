@@ -287,6 +287,9 @@ class ConnectionRegistry:
                                    {"retry_ms": self.settings.sse_retry_ms})
         elif command.get("op") == "watch":
             self._watched_for(command.get("seconds"))
+        elif command.get("op") == "redeliver" and self.engine.confirmations is not None:
+            # Messages not acknowledged in time, for this worker's streams of their users.
+            self.engine.confirmations.deliver(command.get("items") or [])
 
     def close_connection(self, connection_id: str) -> dict[str, Any]:
         """Close a connection wherever it lives. NotFoundError (404) when unknown.

@@ -18,9 +18,10 @@ from flask import Flask, current_app
 from ..auth import Authenticator
 from ..engine.subscription import CloseReason
 from ..engine.worker import WorkerEngine
-from ..errors import StoreUnavailableError
+from ..errors import ConflictError, StoreUnavailableError
 from ..group_commit import CallTimedOutError, GroupCommit
 from ..message import Message, MessageFactory
+from ..ops.ack_schedule import AckSchedule
 from ..ops.capacity import ConnectionBudget
 from ..ops.instances import InstanceRegistration
 from ..ops.metrics import PushMetrics
@@ -81,6 +82,10 @@ class PushService:
         self.metrics.init_app(app)
         self.group_commit = GroupCommit(self.store.publish)
         self.rates = PublishRateLimiter(settings, redis, keys)
+        # Delivery confirmation: records and inboxes, and the schedules one worker runs.
+        self.acks = engine.confirmations.store
+        self.ack_schedule = AckSchedule(settings, self.acks, deployment,
+                                        self.registry.control, engine.stats)
         self._started_in: int | None = None
         app.extensions[EXTENSION_KEY] = self
 
@@ -97,6 +102,7 @@ class PushService:
         self.engine.start()
         self.registry.start()
         self.registration.start()
+        self.ack_schedule.start()
         self.metrics.start(self.engine, lambda: self.registry.stream_length)
 
     def stop(self) -> None:
@@ -104,6 +110,7 @@ class PushService:
         the worker (best effort; what is left behind expires by itself)."""
         self.metrics.stop()
         self.registration.stop()
+        self.ack_schedule.stop()
         self.engine.stop()
         self.registry.stop()
         self._started_in = None
@@ -120,6 +127,7 @@ class PushService:
             log.info("closing %d streams over %.1fs for shutdown", count, spread_seconds)
         closing = self.hub.close_all(CloseReason.SHUTDOWN, spread_seconds)
         self.registration.stop()
+        self.ack_schedule.stop()  # another worker runs the schedules from now on
         return closing
 
     # -- publishing ---------------------------------------------------------------------
@@ -134,6 +142,8 @@ class PushService:
         was written (the publish script refuses to write after the deadline)."""
         if timeout is None:
             timeout = self.settings.request_timeout_seconds
+        if any(message.ack is not None and message.client_id for message in messages):
+            self._check_ack_ids(messages)
         try:
             return self.group_commit.submit(messages, timeout=max(timeout, 0.0))
         except CallTimedOutError:
@@ -144,6 +154,21 @@ class PushService:
         except StoreUnavailableError:
             self.engine.stats.publish_failed += len(messages)
             raise
+
+    def _check_ack_ids(self, messages: Sequence[Message]) -> None:
+        """Refuse (409) a confirmation-requiring message whose own id another service's
+        such message holds: acknowledgements name messages by id alone. Checked before
+        the write, so that a refusal fails only this request, not the others that share
+        its round trip (the publish script checks again, atomically)."""
+        chosen = [(index, message) for index, message in enumerate(messages)
+                  if message.ack is not None and message.client_id]
+        owners = self.acks.owners([message.id for _, message in chosen])
+        for (index, message), owner in zip(chosen, owners):
+            if owner is not None and owner != message.service:
+                raise ConflictError(
+                    f"The message id {message.id!r} belongs to another service's message "
+                    "that waits for acknowledgement: choose another id.",
+                    details={"index": index, "id": message.id}, code="message_id_taken")
 
 
 def _tune_garbage_collection() -> None:

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app
 from .. import __version__
 from ..message import MessageFactory
 from ..settings import FLAG_WORDS, Settings
+from .acks_openapi import confirmation_paths, confirmation_schemas
 from .admin_openapi import dashboard_paths
 from .extension import push_service
 from .openapi_schemas import component_schemas, error_responses, name_parameter
@@ -63,6 +64,8 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
            "every endpoint is open and no token is needed."))
     paths = {
         **_publish_paths(settings, security),
+        **confirmation_paths(settings, security.stream(), security.bearer(),
+                             security.codes()),
         **_stream_paths(settings, security),
         **_auth_paths(security),
         **_connection_paths(settings, security),
@@ -75,6 +78,7 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
                  "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}},
         "tags": [{"name": name, "description": text} for name, text in (
             ("publish", "Publish messages"), ("subscribe", "Server-Sent Event streams"),
+            ("confirmation", "Delivery confirmation: acknowledgements and status"),
             ("auth", "The auth cookie for browsers"),
             ("connections", "Every connection of the deployment (admin)"),
             ("admin", "Administration (admin)"), ("operations", "Health and metrics"),
@@ -85,7 +89,8 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
                               [*security.codes(), "admin_required"] if auth else []),
         },
         "components": {
-            "schemas": component_schemas(messages, settings.max_batch_size),
+            "schemas": {**component_schemas(messages, settings.max_batch_size),
+                        **confirmation_schemas()},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                            "description": "`Authorization: Bearer <token>`; what the token "
@@ -251,7 +256,9 @@ def _stream_paths(settings: Settings, security: _SecurityRequirements) -> dict[s
 
 
 def _auth_paths(security: _SecurityRequirements) -> dict[str, Any]:
-    set_cookie = {"Set-Cookie": {"description": "the HttpOnly auth cookie, path `/sse/`",
+    set_cookie = {"Set-Cookie": {"description": "the HttpOnly auth cookie, once for path "
+                                                "`/sse/` (streams) and once for "
+                                                "`/api/v1/messages/` (acknowledgements)",
                                  "schema": {"type": "string"}}}
     return {"/api/v1/auth/cookie": {
         "post": {"tags": ["auth"], "operationId": "setAuthCookie",

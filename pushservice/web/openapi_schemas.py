@@ -32,6 +32,7 @@ ERROR_CODES: dict[int, dict[str, str]] = {
         "invalid_cursor": "the `cursor` is not one this service gave",
         "invalid_limit": "`limit` is not an integer from 1 to 1000",
         "invalid_connection_id": "the connection id is not a name",
+        "invalid_message_id": "a message id is not a name (`details.indexes` in a batch)",
     },
     401: {
         "missing_token": "no token was sent",
@@ -52,10 +53,17 @@ ERROR_CODES: dict[int, dict[str, str]] = {
         "metrics_forbidden": "the caller's address is not in METRICS_ALLOWED_NETWORKS",
         "cross_origin_cookie": "the admin dashboard's cookie came with a request from "
                                "another site's page",
+        "ack_forbidden": "a message was not for the acknowledging user (`details.ids`); "
+                         "nothing was acknowledged",
+        "status_forbidden": "only the service that published a message, or an admin, sees "
+                            "its status",
     },
     404: {
         "not_found": "no such endpoint",
         "connection_not_found": "no such connection (it may have closed)",
+        "message_not_found": "no message with this id waits for acknowledgement: unknown, "
+                             "not published with require_ack, or expired "
+                             "(`details.reason`)",
     },
     405: {"method_not_allowed": "the endpoint does not take this method (see `Allow`)"},
     408: {"request_timeout": "the body did not arrive within REQUEST_TIMEOUT_SECONDS"},
@@ -66,6 +74,7 @@ ERROR_CODES: dict[int, dict[str, str]] = {
         "payload_too_large": "the body is larger than MAX_REQUEST_BYTES",
         "message_too_large": "a message, stored as JSON, is larger than MAX_MESSAGE_BYTES",
         "batch_too_large": "the batch holds more than MAX_BATCH_SIZE messages",
+        "too_many_ids": "more ids than MAX_ACK_BATCH_SIZE in one request",
     },
     415: {"unsupported_media_type": "the body is not JSON in UTF-8"},
     429: {"rate_limited": "the service's publish rate is spent; nothing was published"},
@@ -226,7 +235,8 @@ def _stream_schemas() -> dict[str, Any]:
                       "A message, named by its type (`message` with `named=0`)."),
                 event(["history-lost"], _object({
                     "reason": {"enum": ["history_trimmed", "stream_reset",
-                                        "malformed_last_event_id", "unknown_position"]},
+                                        "malformed_last_event_id", "unknown_position",
+                                        "low_priority_shed"]},
                     "last_event_id": NULLABLE_STRING,
                     "resumes_from": NULLABLE_STRING,
                 }), "On resume: some messages may be missing."),

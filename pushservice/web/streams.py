@@ -42,7 +42,7 @@ class Streams:
         self.registry = registry
         self.budget = budget
         self.context = StreamContext(engine.settings, engine.store, engine.stats,
-                                     engine.hub.recent, self.close)
+                                     engine.hub.recent, self.close, engine.confirmations)
         # Resumes that arrive together share one look at the stream, taken after they
         # arrived (so that it knows of every id they may hold).
         self._stream_infos = GroupCommit(
@@ -78,6 +78,10 @@ class Streams:
             undo.append(lambda: self.registry.remove(subscription))
             start = self.hub.register(subscription)
             undo.append(lambda: self.hub.unregister(subscription))
+            if self.engine.confirmations is not None:
+                # Timed redeliveries for its user reach it from here on.
+                self.engine.confirmations.register(subscription)
+                undo.append(lambda: self.engine.confirmations.unregister(subscription))
             return EventStream(self.context, subscription, start, plan,
                                heartbeat_events=heartbeat_events, expires_at=expires_at,
                                client_fd=client_fd)
@@ -99,5 +103,7 @@ class Streams:
         """``stream`` ended (the event stream calls this once): let its connection go."""
         subscription = stream.subscription
         self.hub.unregister(subscription)
+        if self.engine.confirmations is not None:
+            self.engine.confirmations.unregister(subscription)
         self.registry.remove(subscription)
         self.budget.release()

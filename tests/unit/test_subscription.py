@@ -176,3 +176,59 @@ def test_a_fan_out_wakes_consumers_a_slice_at_a_time_letting_others_run_between(
 
     assert len(order) == len(boxes) + 1
     assert order.index("other") <= 2 * WAKE_SLICE
+
+
+# -- a full mailbox lets low-priority messages go first ------------------------------------
+
+
+def _entry(seq: int, priority: str = "normal"):
+    from pushservice.store import Entry
+
+    entry = Entry(1000, seq, "e", ("user:u1",), "info", b"{}", 0)
+    entry.priority = priority
+    return entry
+
+
+def test_a_full_mailbox_sheds_low_priority_messages_before_cutting_the_client():
+    from pushservice.engine.subscription import Shed
+
+    subscription = Subscription(("user:u1",), queue_size=3)
+    waiting = [_entry(1, "low"), _entry(2), _entry(3, "low")]
+    for entry in waiting:
+        assert subscription.offer(entry) is True
+
+    urgent = _entry(4, "urgent")
+    assert subscription.offer(urgent) is True
+    assert subscription.closing is None
+    shed, kept, new = subscription.queue.take_all()
+    assert type(shed) is Shed and (shed.count, shed.first_id, shed.last_id) == (
+        2, "e-1000-1", "e-1000-3")
+    assert (kept, new) == (waiting[1], urgent)
+
+
+def test_low_priority_messages_that_do_not_fit_are_counted_in_the_notice():
+    from pushservice.engine.subscription import Shed
+
+    subscription = Subscription(("user:u1",), queue_size=2)
+    subscription.offer_many([_entry(1, "low"), _entry(2)])
+
+    assert subscription.offer_many([_entry(3), _entry(4, "low"), _entry(5, "low")]) is True
+    items = subscription.queue.take_all()
+    assert [type(item).__name__ for item in items] == ["Shed", "Entry", "Entry", "Shed"]
+    assert [item.count for item in items if type(item) is Shed] == [1, 2]
+
+
+def test_without_low_priority_messages_to_let_go_the_slow_client_is_cut():
+    subscription = Subscription(("user:u1",), queue_size=2)
+    subscription.offer_many([_entry(1), _entry(2, "high")])
+
+    assert subscription.offer(_entry(3, "low")) is True  # a low one that does not fit
+    assert subscription.offer(_entry(4)) is False
+    assert subscription.closing == CloseReason.SLOW_CONSUMER
+
+
+def test_a_stream_of_its_own_user_is_that_users_for_acknowledgements():
+    assert Subscription(("user:u1",), 5, user="u1").ack_user == "u1"
+    assert Subscription(("user:u1", "news"), 5, user="u1").ack_user == "u1"
+    assert Subscription(("user:u2",), 5, user="u1").ack_user is None  # a dashboard's view
+    assert Subscription(("news",), 5).ack_user is None

@@ -43,6 +43,9 @@
   const ACK_DELAY_MS = 25;
   const ACK_BATCH = 100;
   const ACK_ATTEMPTS = 3;
+  // Ids of messages that asked for acknowledgement and were handled, remembered so that
+  // one delivered again (it waits for its acknowledgement) is not shown twice.
+  const HANDLED_MAX = 1000;
 
   const report = typeof globalThis.reportError === 'function'
     ? (error) => globalThis.reportError(error)
@@ -144,6 +147,7 @@
       this._ackTimer = null;
       this._ackWarned = false;
       this._ackBatchMissing = false;
+      this._handled = new Set();
 
       // A page in the back/forward cache would keep its stream (and a slot of the
       // user's MAX_CONNECTIONS_PER_USER) open; close it there and resume on return.
@@ -401,21 +405,34 @@
     _onMessage(event) {
       this._seen(event);
       // Within one stream epoch ids only grow: an id not newer than the last message's
-      // is a repeat (a resume that went back too far), never a new message.
-      if (notNewer(event.lastEventId, this._lastMessageId)) {
+      // is a repeat (a resume that went back too far), never a new message. A message
+      // that waits for acknowledgement may come again on purpose: its frame has no id
+      // of its own, and it is known by its message id instead.
+      const repeat = notNewer(event.lastEventId, this._lastMessageId);
+      const message = parse(event);
+      const confirmed = message && message.metadata && message.metadata.require_ack === true;
+      if (repeat && !confirmed) {
         console.debug('pushservice: dropped a repeated message', event.lastEventId);
         return;
       }
-      if (event.lastEventId) this._lastMessageId = event.lastEventId;
+      if (!repeat && event.lastEventId) this._lastMessageId = event.lastEventId;
       this._refusals = 0;
-      const message = parse(event);
       if (!message) return;
+      if (confirmed && this._handled.has(message.id)) {
+        // Handled already on this page; its acknowledgement was lost or is on its way.
+        if (this._ack) this._queueAck(message.id);
+        return;
+      }
       const everyone = this._emit('message', message, event);
       const typed = TYPES.has(message.type)
         ? this._emit(message.type, message, event)
         : {threw: false, pending: []};
-      const wantsAck = this._ack && message.metadata && message.metadata.require_ack === true;
-      if (!wantsAck || everyone.threw || typed.threw) return;
+      if (!confirmed || everyone.threw || typed.threw) return;  // a throw: show it again
+      this._handled.add(message.id);
+      if (this._handled.size > HANDLED_MAX) {
+        this._handled.delete(this._handled.values().next().value);
+      }
+      if (!this._ack) return;
       const pending = everyone.pending.concat(typed.pending);
       if (!pending.length) {
         this._queueAck(message.id);
@@ -590,23 +607,22 @@
 
     // One POST for the batch (POST /api/v1/messages/ack {"ids": [...]}), or one per id
     // (POST /api/v1/messages/{id}/ack) for a single id or a service without the batch
-    // form. Returns the status, 0 when no answer came.
+    // form. Always JSON: the service refuses anything else, so that no other site can
+    // acknowledge with the user's cookie. Returns the status, 0 when no answer came.
     async _postAcks(ids, keepalive) {
-      const headers = {};
+      const headers = {'Content-Type': 'application/json'};
       if (this._token) headers.Authorization = 'Bearer ' + this._token;
       const init = {
-        method: 'POST', headers: headers, keepalive: keepalive,
+        method: 'POST', headers: headers, keepalive: keepalive, body: '{}',
         credentials: this._withCredentials ? 'include' : 'same-origin',
       };
       const api = this._base + '/api/v1/messages/';
       try {
         if (ids.length > 1 && !this._ackBatchMissing) {
-          headers['Content-Type'] = 'application/json';
           const response = await fetch(api + 'ack',
             Object.assign({}, init, {body: JSON.stringify({ids: ids})}));
           if (response.status !== 404 && response.status !== 405) return response.status;
           this._ackBatchMissing = true;
-          delete headers['Content-Type'];
         }
         let worst = 200;
         for (const id of ids) {

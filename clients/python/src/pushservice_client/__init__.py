@@ -9,6 +9,7 @@ PushClient (threads) and AsyncPushClient (asyncio) have the same API: ``send``,
 ``broadcast``, ``batch``, one helper per message type, ``subscribe``, and the
 operations calls ``stats``, ``connections``, ``kick``. Concurrent sends are batched by
 themselves; every message carries an idempotency id, so retries are safe.
+``verify_webhook`` checks the service's signed expiry notices (delivery confirmation).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .errors import (
 from .messages import MESSAGE_TYPES, Published, build_message, new_message_id
 from .sse import Event
 from .subscriber import AsyncSubscription, Subscription
+from .webhooks import WebhookVerificationError, verify_webhook, webhook_signature
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -59,7 +61,10 @@ __all__ = [
     "Subscription",
     "TransportError",
     "UnavailableError",
+    "WebhookVerificationError",
     "__version__",
     "build_message",
     "new_message_id",
+    "verify_webhook",
+    "webhook_signature",
 ]
