@@ -74,8 +74,7 @@ def build_document(settings: Settings, messages: MessageFactory) -> dict[str, An
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "pushservice", "version": __version__, "description": description,
-                 "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}},
+        "info": {"title": "pushservice", "version": __version__, "description": description},
         "tags": [{"name": name, "description": text} for name, text in (
             ("publish", "Publish messages"), ("subscribe", "Server-Sent Event streams"),
             ("confirmation", "Delivery confirmation: acknowledgements and status"),
