@@ -378,6 +378,45 @@ def test_acknowledgements_are_sent_after_the_handlers_and_never_break_the_page(
     assert browser.evaluate("push.readyState") == 1
 
 
+def test_a_page_acknowledges_what_it_shows_and_after_a_reload_is_not_shown_it_again(
+        service, page_server, browser):
+    instance = _start(service, page_server)
+    page_server.add("/", _classic_page(instance.base_url, f"""
+      // The page resumes from where it first started, so that a reload replays everything.
+      const start = sessionStorage.getItem('start') || '';
+      window.push = record(PushService.connect({{url: {json.dumps(instance.base_url)},
+                                                 user: '123', ack: true, lastEventId: start}}));
+      push.on('open', () => {{
+        if (!sessionStorage.getItem('start')) sessionStorage.setItem('start', push.lastEventId);
+      }});
+      push.on('warning', () => {{ throw new Error('could not show it'); }});
+    """))
+    browser.open(page_server.url("/"))
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to open")
+
+    def publish(n: int, type_: str, require_ack: bool = True) -> str:
+        response = instance.publish({
+            "type": type_, "service": "orders", "target": {"user_id": "123"},
+            "data": {"n": n}, "metadata": {"require_ack": require_ack}})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def state(message_id: str) -> str:
+        return instance.get(f"/api/v1/messages/{message_id}").json()["state"]
+
+    shown, not_shown = publish(1, "info"), publish(2, "warning")
+    assert _messages(browser, 2) == [1, 2]
+    wait_until(lambda: state(shown) == "acknowledged", 10, message="the acknowledgement")
+    wait_until(lambda: state(not_shown) == "delivered", 10, message="its write recorded")
+
+    browser.driver.refresh()
+    browser.wait_for("seen.open.length == 1", 15, what="the stream to reopen")
+    publish(3, "info", require_ack=False)
+    # The replay holds both; the acknowledged one is not shown again, the other is.
+    assert _messages(browser, 2) == [2, 3]
+    assert browser.evaluate("seen.messages") == [2, 3]
+
+
 def _documented_examples() -> list[tuple[str, str]]:
     """The ```js and ```html blocks of docs/javascript-client.md, verbatim."""
     text = (Path(__file__).parents[2] / "docs" / "javascript-client.md").read_text("utf-8")
