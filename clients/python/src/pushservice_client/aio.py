@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
 from .batching import AsyncBatcher
-from .client import CONNECTIONS_PATH, ClientOptions, connections_params
+from .client import CONNECTIONS_PATH, MESSAGES_PATH, ClientOptions, connections_params
 from .config import MAX_BATCH_SIZE, RetryPolicy, TokenSource
 from .errors import PushError
 from .helpers import MessageHelpers
@@ -143,6 +144,10 @@ class AsyncPushClient(MessageHelpers):
     async def kick(self, connection_id: str) -> dict[str, Any]:
         """As PushClient.kick."""
         return await self._call(Request("DELETE", f"{CONNECTIONS_PATH}/{connection_id}"))
+
+    async def delivery_status(self, message_id: str) -> dict[str, Any]:
+        """As PushClient.delivery_status."""
+        return await self._call(Request("GET", f"{MESSAGES_PATH}/{quote(message_id, safe='')}"))
 
     async def aclose(self) -> None:
         """Send what is queued, then close the connections."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -42,6 +43,7 @@ from .subscriber import (
 )
 
 CONNECTIONS_PATH = "/api/v1/connections"
+MESSAGES_PATH = "/api/v1/messages"
 
 
 class ClientOptions:
@@ -245,6 +247,12 @@ class PushClient(MessageHelpers):
         """``DELETE /api/v1/connections/{id}``: close that connection wherever it is.
         Raises NotFoundError for an unknown id."""
         return self._call(Request("DELETE", f"{CONNECTIONS_PATH}/{connection_id}"))
+
+    def delivery_status(self, message_id: str) -> dict[str, Any]:
+        """``GET /api/v1/messages/{id}``: how a message published with
+        ``metadata={"require_ack": True}`` went (``state``, ``written``,
+        ``acknowledged_by``, ...). Raises NotFoundError for any other message."""
+        return self._call(Request("GET", f"{MESSAGES_PATH}/{quote(message_id, safe='')}"))
 
     # -- lifecycle --------------------------------------------------------------------------
 
