@@ -62,7 +62,7 @@ def publish_extras(numbered: Sequence[tuple[int, Message]], keys: AckKeys,
                    settings: Settings, policy: AckPolicy, first_key: int
                    ) -> tuple[list[str], list[Any]]:
     """The publish script's extra keys and arguments for the messages of a request that
-    are not plain (another priority than normal, or asking for acknowledgement), each
+    are not plain (low priority, or asking for acknowledgement), each
     given with its number in the request (from 1); ``first_key`` is the index in KEYS
     that the first extra key gets. A plain request adds three numbers and no key."""
     options: list[Any] = []

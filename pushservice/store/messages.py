@@ -256,7 +256,9 @@ class Entry:
         self.previous_id = previous_id  # the ``p`` field, as Redis gave it
         self.named_frame: bytes | None = None
         self.plain_frame: bytes | None = None
-        self.priority = "normal"  # another from the ``o`` field (a full mailbox sheds low)
+        # "low" or, for a message that asks for acknowledgement, its priority (the ``o``
+        # field); "normal" for every other entry. A full mailbox sheds low ones first.
+        self.priority = "normal"
 
     def expired(self, now_ms: float) -> bool:
         """Past the message's TTL: neither delivered nor replayed."""
@@ -367,9 +369,11 @@ class MessageStore:
         service_keys: dict[str, int] = {}  # service -> index (1-based) of its hash in KEYS
         chosen: list[object] = []
         entries: list[object] = []
-        special: list[tuple[int, Message]] = []  # another priority, or acknowledgements
+        # Messages that ask for acknowledgement, and low ones (a full mailbox sheds those
+        # first): their entries say so. Any other message's entry is as it always was.
+        special: list[tuple[int, Message]] = []
         for number, message in enumerate(messages, 1):
-            if message.ack is not None or message.priority != "normal":
+            if message.ack is not None or message.priority == "low":
                 special.append((number, message))
             if message.client_id:
                 index = service_keys.get(message.service)
