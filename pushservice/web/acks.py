@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import MethodNotAllowed
 
 from ..auth import Principal, authenticate
 from ..confirmation import delivery_status, iso_ms
@@ -37,12 +36,14 @@ from ..errors import (
 from ..message import printable
 from .body import read_body
 from .extension import PushService, push_service
+from .routing import segment_except
 
 bp = Blueprint("acks", __name__, url_prefix="/api/v1/messages")
 
 # The POST endpoints beside /api/v1/messages/{id}: GET them and you get 405, not a status
 # (a message with such an id has its status through POST /api/v1/messages/status).
-_POST_ONLY = frozenset({"send", "broadcast", "batch", "ack", "status"})
+segment_except(bp, "message_id", "send", "broadcast", "batch", "ack", "status")
+
 _STATUS_WORDS = {"acknowledged": "acknowledged", "already": "already_acknowledged",
                  "unknown": "not_found", "expired": "expired"}
 
@@ -83,12 +84,9 @@ def acknowledge_many():
     })
 
 
-@bp.get("/<message_id>")
+@bp.get("/<message_id:message_id>")
 def status_one(message_id: str):
     """The delivery status of one message, for its publisher or an admin."""
-    if message_id in _POST_ONLY:
-        # /send, /batch, ...: a GET there is the wrong method, not a message id.
-        raise MethodNotAllowed(valid_methods=["POST"])
     service = push_service()
     principal = authenticate()
     _check_ids(service, [message_id])

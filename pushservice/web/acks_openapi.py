@@ -19,7 +19,9 @@ def _ids_body(settings: Settings, user_id: bool) -> dict[str, Any]:
         "type": "array", "minItems": 1, "maxItems": settings.max_ack_batch_size,
         "items": name_schema(settings.max_name_length)}}
     if user_id:
-        properties["user_id"] = {**name_schema(settings.max_name_length), "description":
+        # null is read as absent, as the service reads it.
+        properties["user_id"] = {**name_schema(settings.max_name_length),
+                                 "type": ["string", "null"], "description":
                                  "without authentication: the user who acknowledges"}
     return {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["ids"], "properties": properties,

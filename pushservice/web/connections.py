@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
-from werkzeug.routing import BaseConverter
 
 from ..auth import admin_only
 from ..engine.topics import is_valid_name
 from ..errors import BadRequestError
 from .extension import push_service
+from .routing import segment_except
 
 bp = Blueprint("connections", __name__, url_prefix="/api/v1/connections")
 # Every view here needs a token with the admin role (401/403 otherwise).
 bp.before_request(admin_only)
 
 MAX_PAGE = 1000
-
-
-class ConnectionIdConverter(BaseConverter):
-    """A connection id in a path: never ``stats``, so that ``DELETE .../stats`` is a 405
-    (and OPTIONS does not offer DELETE there) rather than closing a connection named so."""
-
-    regex = r"(?!stats\Z)[^/]+"
-
-
-@bp.record_once
-def _add_converter(state) -> None:
-    # Before the rules below are added to the app's map, which reads it.
-    state.app.url_map.converters.setdefault("connection_id", ConnectionIdConverter)
+# DELETE .../stats is a 405, not the closing of a connection called "stats".
+segment_except(bp, "connection_id", "stats")
 
 _FILTERS = ("user", "topic", "instance", "cursor")
 

@@ -7,7 +7,7 @@ FUZZ_JWT_SECRET as a real client's would be:
   valid messages get through to Redis, rather than all stopping at 403), allowed every
   topic and broadcasts; a body without a usable service gets a publisher token for
   another service, so refusals are exercised too;
-- streams and the cookie endpoint: a subscriber allowed every topic;
+- streams, acknowledgements and the cookie endpoint: a subscriber allowed every topic;
 - the connection and admin APIs: an admin.
 Streams are read for at most STREAM_READ_SECONDS: they never end by themselves.
 """
@@ -65,6 +65,8 @@ class RoleTokens:
 
     def get(self, case, ctx):
         path = case.operation.path
+        if path.endswith("/ack"):
+            return _SUBSCRIBER  # the user acknowledges
         if path.startswith("/api/v1/messages/"):
             return _publisher(_service_of(case.body))
         if path.startswith(("/api/v1/connections", "/admin/")):

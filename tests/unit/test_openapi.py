@@ -214,3 +214,15 @@ def test_delete_on_the_stats_path_is_not_a_connection_named_stats():
     assert "DELETE" not in refused.headers["Allow"]
     assert "DELETE" not in client.options("/api/v1/connections/stats").headers["Allow"]
     assert client.delete("/api/v1/connections/statsx").status_code != 405
+
+
+def test_get_on_a_publish_path_is_not_a_message_status():
+    # GET /api/v1/messages/send matched GET /api/v1/messages/{message_id}: OPTIONS offered
+    # GET on every publish path, which the document rightly does not.
+    client = make_app(enable_auth=False).test_client()
+    for path in ("send", "broadcast", "batch", "ack", "status"):
+        refused = client.get(f"/api/v1/messages/{path}")
+        assert refused.status_code == 405, path
+        assert refused.get_json()["error"]["code"] == "method_not_allowed"
+        assert refused.headers["Allow"].split(", ").count("GET") == 0, path
+        assert "GET" not in client.options(f"/api/v1/messages/{path}").headers["Allow"]
