@@ -82,7 +82,9 @@ def test_the_auth_cookie_opens_streams_and_an_expired_one_does_not(secured):
     response = secured.post("/api/v1/auth/cookie",
                             headers={"Authorization": f"Bearer {_token('77')}"})
     assert response.status_code == 204
-    cookie = response.cookies["pushservice_token"]
+    # One cookie for the streams, one for acknowledgements: the same token.
+    cookie = response.cookies.get("pushservice_token", path="/sse/")
+    assert response.cookies.get("pushservice_token", path="/api/v1/messages/") == cookie
     assert "httponly" in response.headers["Set-Cookie"].lower()
     with secured.sse("/sse/user/77", headers={"Cookie": f"pushservice_token={cookie}"}) as ok:
         assert ok.status == 200
