@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import orjson
 
-# gunicorn status -> our error code.
-_CODES = {400: "bad_request", 403: "forbidden", 414: "request_line_too_long",
+# gunicorn status -> our error code (docs/api.md lists them with the service's own).
+GUNICORN_CODES = {400: "bad_request", 403: "forbidden", 414: "request_line_too_long",
           417: "expectation_failed", 431: "headers_too_large", 500: "internal_error",
           501: "not_implemented"}
 _MESSAGES = {
@@ -25,7 +25,7 @@ _MESSAGES = {
 def json_error(status: int, reason: str, detail: str) -> bytes:
     """A whole HTTP response carrying the JSON error for gunicorn's ``status``."""
     message = _MESSAGES.get(status) or f"{reason}: {_printable(detail)}"
-    body = orjson.dumps({"error": {"code": _CODES.get(status, "bad_request"),
+    body = orjson.dumps({"error": {"code": GUNICORN_CODES.get(status, "bad_request"),
                                    "message": message, "details": None}})
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
             "Content-Type: application/json\r\n"

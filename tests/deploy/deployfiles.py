@@ -1,5 +1,5 @@
 """What the deployment tests read: the files under deploy/, the compose files, the
-Dockerfile, and the two contracts they are checked against, the metric names the README
+Dockerfile, and the two contracts they are checked against, the metric names docs/operations.md
 documents and the environment variables the service reads."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PROMETHEUS = DEPLOY / "prometheus"
 COMPOSE = DEPLOY / "compose"
 DASHBOARD = DEPLOY / "grafana" / "pushservice.json"
 README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 DOCS = (ROOT / "docs" / "deployment.md", ROOT / "docs" / "monitoring.md")
 COMPOSE_FILES = (ROOT / "docker-compose.yml", COMPOSE / "failover.yml", COMPOSE / "original.yml")
 NAMESPACE = "pushservice"
@@ -76,14 +77,14 @@ def container(workload: dict, name: str | None = None) -> dict:
 
 @cache
 def exported_metrics() -> dict[str, str]:
-    """Metric families the README's Metrics table documents, as exposed: name -> type.
+    """Metric families docs/operations.md's Metrics table documents, as exposed: name -> type.
 
     Counters are listed with their ``_total`` suffix, as Prometheus sees them. A row may
     hold two names, the second abbreviated (``message_push_connections_opened_total``,
     ``..._closed_total``).
     """
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Metrics", 1)[1].split("\n### ", 1)[0]
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
     families: dict[str, str] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -99,7 +100,7 @@ def exported_metrics() -> dict[str, str]:
                 name = stem + suffix
             families[name] = kind
             previous = name
-    assert families, "the README's Metrics table was not found"
+    assert families, "the Metrics table of docs/operations.md was not found"
     return families
 
 

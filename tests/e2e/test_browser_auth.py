@@ -1,4 +1,4 @@
-"""A real browser passes tokens the ways the README shows: the HttpOnly cookie with a
+"""A real browser passes tokens the ways docs/security.md shows: the HttpOnly cookie with a
 credentialed EventSource, ``?token=``, and a fresh token after ``closing: token_expired``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 SECRET = "e2e-browser-0123456789abcdef0123456789abcdef"
 
-# The README's recipes, plus what the test reads back.
+# The recipes of docs/security.md, plus what the test reads back.
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>tokens in a browser</title></head>
 <body><script>

@@ -124,7 +124,7 @@ def test_the_guides_message_is_valid_and_its_status_looks_as_shown(instance):
 
 
 def test_the_guides_notice_headers_are_those_sent():
-    (headers_block,) = [code for code in _guide_blocks("") if "Pushservice-Signature" in code]
+    (headers_block,) = [code for code in _guide_blocks("http") if "Pushservice-Signature" in code]
     documented = {line.split(":")[0] for line in headers_block.splitlines()[1:] if ":" in line}
     settings = Settings(ack_webhook_url="http://127.0.0.1:9/x",
                         ack_webhook_secret="a-secret-of-sixteen-bytes")

@@ -1,4 +1,4 @@
-"""Every metric family the README and docs/monitoring.md document is in the first scrape of
+"""Every metric family the docs/operations.md and docs/monitoring.md document is in the first scrape of
 a fresh instance, and every known label value of the labelled counters with it (at 0), so
 that dashboards and alerts see 0 rather than "no data"."""
 
@@ -21,7 +21,7 @@ MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 
 
 def _documented() -> set[str]:
-    """Series names the README's Metrics table and docs/monitoring.md name."""
+    """Series names the Metrics table of docs/operations.md and docs/monitoring.md name."""
     names = set(exported_metrics())
     for name in re.findall(r"message_push_[a-z_]+", MONITORING.read_text(encoding="utf-8")):
         names.add(re.sub(r"_(bucket|sum|count)$", "", name))
