@@ -27,7 +27,7 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-# The benchmark suite (about 20 minutes on 2 cores); rewrites docs/benchmarks.md.
+# The benchmark suite (about 25 minutes on 2 cores); rewrites docs/benchmarks.md.
 $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@
