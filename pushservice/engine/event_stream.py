@@ -368,6 +368,9 @@ class EventStream:
         confirmations = self.context.confirmations
         stats = self.context.stats
         sent, self._replayed_acks = self._replayed_acks or (), None
+        # Let what waits to run go first (the registry's record of this connection, which
+        # operators and the per-user limit read): the inbox can wait a turn.
+        gevent.sleep(0)
         while subscription.closing is None:
             try:
                 page = confirmations.redeliveries(subscription, subscription.position, sent)
