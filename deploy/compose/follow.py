@@ -33,7 +33,7 @@ def events(response):
         if line.startswith(":"):
             continue  # a heartbeat comment
         field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if field == "id":
             event_id = value
         elif field == "event":
