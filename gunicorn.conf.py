@@ -32,7 +32,9 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 _host = settings.service_host
 bind = [f"[{_host}]:{settings.service_port}" if ":" in _host else f"{_host}:{settings.service_port}"]
 workers = settings.workers
-worker_class = "gevent"
+# gunicorn's gevent worker; a new connection gets REQUEST_TIMEOUT_SECONDS, not the short
+# keep-alive timeout, to send its first request (pushservice/worker.py).
+worker_class = "pushservice.worker.PushWorker"
 # Every stream is a greenlet: room for the whole instance's streams plus API calls.
 worker_connections = settings.worker_connections
 # Streams live for hours; gevent workers report liveness from their main loop.

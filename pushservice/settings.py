@@ -119,7 +119,8 @@ class Settings:
     recent_history_bytes: int = 16 * 1024 * 1024
     write_timeout_seconds: float = 10.0
     # The longest a publish, or a stream's admission, waits for Redis: then 503 (a
-    # refusal stream for a stream) and, for a publish, nothing was written.
+    # refusal stream for a stream) and, for a publish, nothing was written. Also how
+    # long a request body, and a new connection's first request, may take to arrive.
     request_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
     sse_retry_ms: int = 3000

@@ -1,0 +1,56 @@
+"""The gunicorn worker: gunicorn's gevent worker, with a new connection given
+REQUEST_TIMEOUT_SECONDS to send its first request instead of the keep-alive timeout.
+
+gunicorn reads every request of a connection, the first included, under its keep-alive
+timeout (2 s here, short so that idle connections do not hold up a stopping worker). When
+a crowd reconnects at once, a busy worker may get to a new connection's request only
+seconds after it arrived: the timeout then fires first, and gunicorn closes a socket
+holding an unread request, which the client sees as a reset (not an HTTP refusal it could
+follow). A request already waiting is read at once; otherwise the connection waits for it
+as long as a request body may take (REQUEST_TIMEOUT_SECONDS, 408 beyond), as nginx's
+``client_header_timeout`` is longer than its keep-alive timeout.
+"""
+
+from __future__ import annotations
+
+import _socket  # the unpatched socket type: a peek must never wait
+import socket
+
+from gevent.socket import wait_read
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
+
+from .settings import Settings
+
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class PushWorker(GeventWorker):
+    """gunicorn's gevent worker; only a new connection's wait for its request differs."""
+
+    def init_process(self) -> None:
+        self.first_request_seconds = Settings.from_env().request_timeout_seconds
+        super().init_process()
+
+    def handle(self, listener, client, addr) -> None:
+        if not request_waiting(client.fileno()):
+            try:
+                wait_read(client.fileno(), self.first_request_seconds)
+            except OSError:  # nothing came in time, or the socket is gone
+                util.close(client)
+                return
+        super().handle(listener, client, addr)
+
+
+def request_waiting(fd: int) -> bool:
+    """Whether bytes (or the peer's end of stream) wait to be read on ``fd``."""
+    peer = _socket.socket(fileno=fd)  # borrowed: detached below, never closed
+    try:
+        peer.recv(1, _PEEK)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset: let gunicorn's own reading meet it
+    finally:
+        peer.detach()
