@@ -143,6 +143,9 @@ def test_connections_per_user_are_limited_across_instances(service):
     beta = service(redis_url=alpha.redis_url, MAX_CONNECTIONS_PER_USER="2", **FAST_REGISTRY)
     held = _open(alpha, "/sse/user/greedy", 1) + _open(beta, "/sse/user/greedy", 1)
     try:
+        # Each is recorded in the background after its greeting: the limit refuses
+        # whichever stream Redis records third, so let both held ones be recorded first.
+        wait_until(lambda: len(_all_connections(alpha, user="greedy")) == 2, timeout=10)
         for instance in (alpha, beta):
             with instance.sse("/sse/user/greedy") as refused:
                 # Opened at once (no wait for Redis), then told it is over the limit and
