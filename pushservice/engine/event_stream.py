@@ -412,6 +412,10 @@ class EventStream:
         scan_limit = self.settings.replay_max_entries
         subscribed = frozenset(subscription.topics)
         if plan.from_memory and recent.covers(plan.epoch, plan.replay_after):
+            if not recent.touched_after(plan.replay_after, subscribed):
+                # Nothing new for this client: only its position moves on.
+                yield from self._skip_to(recent.newest_entry, plan.replay_after)
+                return True
             pages = _pages(recent.after(plan.replay_after))
         else:
             pages = self._pages_from_redis(plan.replay_after, verify=plan.lost is None)
@@ -459,6 +463,16 @@ class EventStream:
                 return False
             gevent.sleep(0)  # a long replay must not starve the worker's other streams
         return True
+
+    def _skip_to(self, newest: Entry | None, after: tuple[int, int]) -> Iterator[bytes]:
+        """Move the client past every kept entry, none of which is for it."""
+        if newest is None or newest.key <= after:
+            return
+        position = self.subscription.position
+        position.key = newest.key
+        position.epoch = newest.epoch
+        self._client_id = newest.event_id
+        yield encode_position(newest.event_id, "replay")
 
     def _acknowledged_in(self, entries: list[Entry]) -> set[str] | frozenset[str]:
         """The ids of confirmation-requiring messages among ``entries`` that this

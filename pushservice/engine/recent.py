@@ -8,7 +8,9 @@ inside what is kept is served from memory, with no Redis call at all.
 
 What is kept is contiguous: every entry of the stream after ``floor`` up to the newest
 routed one, whatever its topics. It is bounded in entries and in bytes (of message
-bodies); the oldest go first.
+bodies); the oldest go first. It also knows, for each topic of what it keeps, its newest
+entry: most clients of a crowd have nothing new on their own topics, and learn so without
+a look at the entries.
 """
 
 from __future__ import annotations
@@ -18,18 +20,22 @@ from collections.abc import Iterator
 from itertools import islice
 
 from ..store import Entry
+from .topics import BROADCAST_TOPIC
 
 
 class RecentHistory:
     """Every entry after ``floor`` (an (ms, seq) key of ``epoch``) that the hub routed,
     oldest first, at most ``max_entries`` of them and ``max_bytes`` of bodies."""
 
-    __slots__ = ("_bytes", "_entries", "epoch", "floor", "max_bytes", "max_entries")
+    __slots__ = ("_bytes", "_entries", "_newest_by_topic", "epoch", "floor", "max_bytes",
+                 "max_entries")
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._entries: deque[Entry] = deque()
+        # topic -> the key of the newest kept entry that bears it
+        self._newest_by_topic: dict[str, tuple[int, int]] = {}
         self._bytes = 0
         self.epoch = "0"
         self.floor: tuple[int, int] = (0, 0)
@@ -37,6 +43,7 @@ class RecentHistory:
     def restart(self, epoch: str, key: tuple[int, int]) -> None:
         """Forget everything: the hub routes from ``key`` of ``epoch`` on."""
         self._entries.clear()
+        self._newest_by_topic.clear()
         self._bytes = 0
         self.epoch = epoch
         self.floor = key
@@ -56,15 +63,22 @@ class RecentHistory:
                 self.epoch = entries[-1].epoch
             return
         kept = self._entries
+        newest = self._newest_by_topic
         for entry in entries:
             if entry.epoch != self.epoch:
                 self.restart(entry.epoch, (0, 0))
             kept.append(entry)
             self._bytes += len(entry.body)
+            key = (entry.ms, entry.seq)
+            for topic in entry.topics:
+                newest[topic] = key
         while kept and (len(kept) > self.max_entries or self._bytes > self.max_bytes):
             oldest = kept.popleft()
             self._bytes -= len(oldest.body)
-            self.floor = oldest.key
+            key = self.floor = (oldest.ms, oldest.seq)
+            for topic in oldest.topics:
+                if newest.get(topic) == key:  # no kept entry bears it any more
+                    del newest[topic]
 
     def covers(self, epoch: str, key: tuple[int, int]) -> bool:
         """Whether everything after ``key`` of ``epoch`` up to the newest routed entry is
@@ -73,6 +87,18 @@ class RecentHistory:
             return False
         newest = self._entries[-1].key if self._entries else self.floor
         return key <= newest
+
+    def touched_after(self, key: tuple[int, int], topics: frozenset[str]) -> bool:
+        """Whether a kept entry newer than ``key`` bears one of ``topics`` (or goes to
+        everyone): False means a resume from ``key`` has nothing to send."""
+        newest = self._newest_by_topic
+        if newest.get(BROADCAST_TOPIC, (0, 0)) > key:
+            return True
+        return any(newest.get(topic, (0, 0)) > key for topic in topics)
+
+    @property
+    def newest_entry(self) -> Entry | None:
+        return self._entries[-1] if self._entries else None
 
     def after(self, key: tuple[int, int]) -> list[Entry]:
         """The kept entries newer than ``key``, oldest first (call ``covers`` first).

@@ -423,6 +423,45 @@ def test_a_resume_close_to_now_is_served_from_memory_without_redis(open_stream, 
     assert resumed.parsed.last_event_id == event_id(5)
 
 
+def _resumed_from_memory(open_stream, settings, kept: list[Entry], after: int):
+    """A client resuming after entry ``after`` on a hub whose recent history keeps ``kept``."""
+    client = open_stream(hub_at=0, last_event_id=event_id(after))
+    client.hub.route(kept)
+    plan = plan_resume(event_id(after), client.hub.recent, never_called)
+    assert plan.from_memory
+    resumed = open_stream(plan=plan, hub_at=None, last_event_id=event_id(after))
+    resumed.hub.move_to(client.hub.position)
+    resumed.hub.recent = client.hub.recent
+    resumed.stream.context = event_stream.StreamContext(
+        settings, resumed.store, resumed.stats, client.hub.recent, lambda stream: None)
+    resumed.next()  # greeting
+    resumed.next()  # replay
+    return resumed
+
+
+def test_a_memory_resume_with_nothing_new_for_it_moves_on_without_a_scan(open_stream,
+                                                                         settings):
+    kept = [entry(n, "user:someone-else") for n in range(1, 6)]
+
+    resumed = _resumed_from_memory(open_stream, settings, kept, after=2)
+
+    assert resumed.numbers() == []
+    assert resumed.stream.scanned == 0 and resumed.store.reads == 0
+    # Its Last-Event-ID moves past what it was not sent: a reconnect starts from there.
+    assert resumed.parsed.last_event_id == event_id(5)
+    assert resumed.stream.subscription.position.key == key(5)
+
+
+@pytest.mark.parametrize("topic", ["user:u1", "*"], ids=["its own topic", "broadcast"])
+def test_a_memory_resume_scans_when_one_entry_is_for_it(open_stream, settings, topic):
+    kept = [entry(1, "user:x"), entry(2, "user:x"), entry(3, topic), entry(4, "user:x")]
+
+    resumed = _resumed_from_memory(open_stream, settings, kept, after=1)
+
+    assert resumed.numbers() == [3]
+    assert resumed.parsed.last_event_id == event_id(4)
+
+
 def test_a_memory_resume_whose_history_moved_on_reads_redis(open_stream):
     stored = [entry(n) for n in range(1, 6)]
     # Planned from memory, but the hub no longer has it.

@@ -85,3 +85,31 @@ def test_keeping_nothing_still_tracks_where_routing_stands():
     assert len(recent) == 0
     assert recent.covers(EP, (1002, 0))  # nothing after it is missing: it is now
     assert not recent.covers(EP, (1001, 0))
+
+
+def test_it_knows_whether_anything_after_a_position_is_for_some_topics():
+    recent = started(max_entries=3)
+    recent.add([Entry(1001, 0, EP, ("user:a",), "info", b"x", 0),
+                Entry(1002, 0, EP, ("user:b", "service:s"), "info", b"x", 0),
+                Entry(1003, 0, EP, ("user:c",), "info", b"x", 0)])
+
+    assert recent.touched_after((1000, 0), frozenset({"user:a"}))
+    assert not recent.touched_after((1001, 0), frozenset({"user:a"}))
+    assert recent.touched_after((1001, 0), frozenset({"user:z", "service:s"}))
+    assert not recent.touched_after((1003, 0), frozenset({"user:c"}))
+    assert not recent.touched_after((1000, 0), frozenset({"user:z"}))
+    assert recent.newest_entry.ms == 1003
+
+    recent.add([Entry(1004, 0, EP, ("*",), "info", b"x", 0)])  # evicts user:a's entry
+    assert recent.touched_after((1003, 0), frozenset({"user:z"}))  # a broadcast reaches all
+    assert recent._newest_by_topic.keys() == {"user:b", "service:s", "user:c", "*"}
+
+
+def test_what_it_knows_of_topics_is_bounded_by_what_it_keeps():
+    recent = started(max_entries=10)
+    recent.add([Entry(1000 + n, 0, EP, (f"user:{n}",), "info", b"x", 0)
+                for n in range(1, 1001)])
+
+    assert len(recent._newest_by_topic) == 10
+    recent.restart(EP, (5000, 0))
+    assert not recent._newest_by_topic
