@@ -13,16 +13,12 @@ as long as a request body may take (REQUEST_TIMEOUT_SECONDS, 408 beyond), as ngi
 
 from __future__ import annotations
 
-import _socket  # the unpatched socket type: a peek must never wait
-import socket
-
 from gevent.socket import wait_read
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
+from .engine.hangup import peek
 from .settings import Settings
-
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 class PushWorker(GeventWorker):
@@ -44,13 +40,7 @@ class PushWorker(GeventWorker):
 
 def request_waiting(fd: int) -> bool:
     """Whether bytes (or the peer's end of stream) wait to be read on ``fd``."""
-    peer = _socket.socket(fileno=fd)  # borrowed: detached below, never closed
     try:
-        peer.recv(1, _PEEK)
-        return True
-    except BlockingIOError:
-        return False
+        return peek(fd) is not None
     except OSError:
         return True  # reset: let gunicorn's own reading meet it
-    finally:
-        peer.detach()

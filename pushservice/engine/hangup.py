@@ -38,12 +38,20 @@ def client_fd(environ: dict[str, Any]) -> int | None:
 def hung_up(fd: int) -> bool | None:
     """Called when ``fd`` turned readable: True when the peer closed or reset the
     connection, False when it sent bytes (left unread), None for a spurious wake-up."""
-    peer = _socket.socket(fileno=fd)  # borrowed: detached below, never closed
     try:
-        return not peer.recv(1, _PEEK)
-    except BlockingIOError:
-        return None
+        waiting = peek(fd)
     except OSError:
         return True  # reset by the peer
+    return None if waiting is None else not waiting
+
+
+def peek(fd: int) -> bytes | None:
+    """The first byte waiting on ``fd``, left unread: b"" when the peer closed, None when
+    nothing waits. Raises OSError when the connection was reset. Never waits."""
+    peer = _socket.socket(fileno=fd)  # borrowed: detached below, never closed
+    try:
+        return peer.recv(1, _PEEK)
+    except BlockingIOError:
+        return None
     finally:
         peer.detach()
