@@ -202,6 +202,20 @@ async def _run(port: int, args: argparse.Namespace) -> dict:
     }
 
 
+def start_service(redis_port: int, log_dir: Path, **env: str) -> tuple[Process, int]:
+    """One gevent worker on SERVER_CORES, ready; ``env`` adds settings. No timed
+    redelivery within a run: what is measured is publishing, delivering and recording."""
+    port = free_port()
+    argv, server_env = server_command(ServerSpec("pushservice", cores=SERVER_CORES), port,
+                                      f"redis://{HOST}:{redis_port}/0")
+    server_env.update(ACK_TIMEOUT_SECONDS="3600", HEALTH_PROBE_SECONDS="0",
+                      LOG_LEVEL="warning", **env)
+    server = Process("pushservice", argv, server_env)
+    server.start(log_dir)
+    _wait_http_ok(port, server, timeout_s=30)
+    return server, port
+
+
 def measure(args: argparse.Namespace) -> dict:
     os.sched_setaffinity(0, LOAD_CORES)
     with tempfile.TemporaryDirectory(prefix="confirmation-cost-") as folder:
@@ -209,16 +223,7 @@ def measure(args: argparse.Namespace) -> dict:
         redis, redis_port = start_redis(SERVER_CORES, log_dir)
         server = None
         try:
-            port = free_port()
-            argv, env = server_command(ServerSpec("pushservice", cores=SERVER_CORES), port,
-                                       f"redis://{HOST}:{redis_port}/0")
-            # No timed redelivery within the run: what is measured is publishing,
-            # delivering and recording the writes.
-            env.update(ACK_TIMEOUT_SECONDS="3600", HEALTH_PROBE_SECONDS="0",
-                       LOG_LEVEL="warning")
-            server = Process("pushservice", argv, env)
-            server.start(log_dir)
-            _wait_http_ok(port, server, timeout_s=30)
+            server, port = start_service(redis_port, log_dir)
             result = asyncio.run(_run(port, args))
         finally:
             if server is not None:

@@ -25,17 +25,9 @@ from pathlib import Path
 
 import redis
 
-from bench.confirmation_cost import LOAD_CORES, SERVER_CORES, _percentile
+from bench.confirmation_cost import LOAD_CORES, SERVER_CORES, _percentile, start_service
 from bench.publisher import HttpConnection
-from bench.servers import (
-    HOST,
-    Process,
-    ServerSpec,
-    _wait_http_ok,
-    free_port,
-    server_command,
-    start_redis,
-)
+from bench.servers import HOST, start_redis
 from bench.sse_client import Subscriber
 
 BATCH = 1000
@@ -157,14 +149,7 @@ def measure(args: argparse.Namespace) -> dict:
         server = None
         client = redis.Redis(host=HOST, port=redis_port)
         try:
-            port = free_port()
-            argv, env = server_command(ServerSpec("pushservice", cores=SERVER_CORES), port,
-                                       f"redis://{HOST}:{redis_port}/0")
-            env.update(ACK_TIMEOUT_SECONDS="3600", HEALTH_PROBE_SECONDS="0",
-                       LOG_LEVEL="warning", MAX_BATCH_SIZE=str(BATCH))
-            server = Process("pushservice", argv, env)
-            server.start(log_dir)
-            _wait_http_ok(port, server, timeout_s=30)
+            server, port = start_service(redis_port, log_dir, MAX_BATCH_SIZE=str(BATCH))
             result = asyncio.run(_run(port, client, args))
         finally:
             client.close()

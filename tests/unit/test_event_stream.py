@@ -404,27 +404,9 @@ def test_replay_then_live_without_duplicates_at_the_seam(open_stream):
     assert client.parsed.last_event_id == event_id(9)
 
 
-def test_a_resume_close_to_now_is_served_from_memory_without_redis(open_stream, settings):
-    client = open_stream(hub_at=0, last_event_id=event_id(2))
-    client.hub.route([entry(n) for n in range(1, 6)])  # the hub keeps what it routed
-    plan = plan_resume(event_id(2), client.hub.recent, never_called)
-    assert plan.from_memory
-    resumed = open_stream(plan=plan, hub_at=None, last_event_id=event_id(2))
-    resumed.hub.move_to(client.hub.position)
-    resumed.hub.recent = client.hub.recent
-    resumed.stream.context = event_stream.StreamContext(
-        settings, resumed.store, resumed.stats, client.hub.recent, lambda stream: None)
-
-    resumed.next()  # greeting
-    resumed.next()  # replay
-
-    assert resumed.numbers() == [3, 4, 5]
-    assert resumed.store.reads == 0
-    assert resumed.parsed.last_event_id == event_id(5)
-
-
 def _resumed_from_memory(open_stream, settings, kept: list[Entry], after: int):
-    """A client resuming after entry ``after`` on a hub whose recent history keeps ``kept``."""
+    """A client resuming after entry ``after`` on a hub whose recent history keeps
+    ``kept`` (the hub keeps what it routed), once its greeting and replay are out."""
     client = open_stream(hub_at=0, last_event_id=event_id(after))
     client.hub.route(kept)
     plan = plan_resume(event_id(after), client.hub.recent, never_called)
@@ -437,6 +419,15 @@ def _resumed_from_memory(open_stream, settings, kept: list[Entry], after: int):
     resumed.next()  # greeting
     resumed.next()  # replay
     return resumed
+
+
+def test_a_resume_close_to_now_is_served_from_memory_without_redis(open_stream, settings):
+    resumed = _resumed_from_memory(open_stream, settings, [entry(n) for n in range(1, 6)],
+                                   after=2)
+
+    assert resumed.numbers() == [3, 4, 5]
+    assert resumed.store.reads == 0
+    assert resumed.parsed.last_event_id == event_id(5)
 
 
 def test_a_memory_resume_with_nothing_new_for_it_moves_on_without_a_scan(open_stream,
