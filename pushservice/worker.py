@@ -7,8 +7,8 @@ a crowd reconnects at once, a busy worker may get to a new connection's request 
 seconds after it arrived: the timeout then fires first, and gunicorn closes a socket
 holding an unread request, which the client sees as a reset (not an HTTP refusal it could
 follow). A request already waiting is read at once; otherwise the connection waits for it
-as long as a request body may take (REQUEST_TIMEOUT_SECONDS, 408 beyond), as nginx's
-``client_header_timeout`` is longer than its keep-alive timeout.
+as long as a request body may take to arrive (REQUEST_TIMEOUT_SECONDS; then it is closed),
+as nginx's ``client_header_timeout`` is longer than its keep-alive timeout.
 """
 
 from __future__ import annotations
