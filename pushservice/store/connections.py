@@ -94,7 +94,8 @@ class ConnectionRecords:
                                                       client=self.connections.command)
         if result == b"expired":
             raise StoreUnavailableError(
-                "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS).", retry_after=2)
+                "The connection's record did not reach Redis within REQUEST_TIMEOUT_SECONDS "
+                "(Redis, or this worker, was too busy).", retry_after=2)
         return [bool(admitted) for admitted in result]
 
     @translate_errors

@@ -405,8 +405,9 @@ class MessageStore:
                                                              client=client)
         if reply[0] == b"expired":
             raise StoreUnavailableError(
-                "Redis took too long to answer (REQUEST_TIMEOUT_SECONDS); nothing was "
-                "written.", retry_after=2, details={"written": False})
+                "The publish did not reach Redis within REQUEST_TIMEOUT_SECONDS (Redis, or "
+                "this worker, was too busy); nothing was written.", retry_after=2,
+                details={"written": False})
         if reply[0] == b"conflict":
             taken = messages[int(reply[1]) - 1]
             raise ConflictError(
