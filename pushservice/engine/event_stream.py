@@ -402,7 +402,6 @@ class EventStream:
         client reconnects to continue), True when complete."""
         plan = self.plan
         subscription = self.subscription
-        position = subscription.position
         stats = self.context.stats
         recent = self.context.recent
         named = subscription.named
@@ -441,9 +440,7 @@ class EventStream:
                     self.replayed += 1
                     if self.replayed >= limit:
                         break
-            position.key = last.key
-            position.epoch = last.epoch
-            self._client_id = last.event_id
+            self._stand_at(last)
             if not sent:
                 # Move the client's Last-Event-ID past the entries it was not sent.
                 frames.append(encode_position(last.event_id, "replay"))
@@ -468,11 +465,16 @@ class EventStream:
         """Move the client past every kept entry, none of which is for it."""
         if newest is None or newest.key <= after:
             return
-        position = self.subscription.position
-        position.key = newest.key
-        position.epoch = newest.epoch
-        self._client_id = newest.event_id
+        self._stand_at(newest)
         yield encode_position(newest.event_id, "replay")
+
+    def _stand_at(self, entry: Entry) -> None:
+        """The replay has taken the client up to ``entry``: its position, and the
+        Last-Event-ID it holds once what is being written arrives."""
+        position = self.subscription.position
+        position.key = entry.key
+        position.epoch = entry.epoch
+        self._client_id = entry.event_id
 
     def _acknowledged_in(self, entries: list[Entry]) -> set[str] | frozenset[str]:
         """The ids of confirmation-requiring messages among ``entries`` that this
