@@ -8,12 +8,14 @@ which every connection receives (engine/topics.py has the rule).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -37,6 +39,7 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 
 _FIELDS = ("id", "timestamp", "type", "service", "source", "target", "data", "metadata")
 _FIELD_SET = frozenset(_FIELDS)
+_ABSENT = object()
 DEFAULT_MAX_TOPICS = 100
 # Validation stops listing problems after this many, so a hostile body cannot make the
 # error response larger than itself.
@@ -195,6 +198,12 @@ class MessageFactory:
         self._errors = {path: rule.error for path, rule in rules.items()}
         self._too_many_topics = self._errors["target.too_many"]
         self._ids = MessageIds()
+        # Publishers repeat their service, channel and user names: each is matched
+        # against its pattern once, then found in a set.
+        self._is_service = _KnownValid(
+            lambda value: isinstance(value, str) and SERVICE_PATTERN.fullmatch(value) is not None)
+        self._is_name = _KnownValid(lambda value: is_valid_name(value, max_name_length))
+        self._default_metadata = {"priority": "normal", "ttl": message_ttl, "retry_count": 0}
 
     def json_schema(self, broadcast: bool = False) -> dict[str, Any]:
         """JSON Schema of the messages ``check`` accepts (for ``send`` and ``batch``, or
@@ -270,7 +279,7 @@ class MessageFactory:
         service = raw.get("service")
         if service is None:
             problems.add("service", "required")
-        elif not isinstance(service, str) or not SERVICE_PATTERN.fullmatch(service):
+        elif not self._is_service(service):
             problems.add("service", errors["service"])
 
         message_id = raw.get("id")
@@ -302,11 +311,14 @@ class MessageFactory:
             ):
                 problems.add("data.progress", errors["data.progress"])
 
-        metadata = self._metadata(raw.get("metadata", {}), problems)
+        metadata = raw.get("metadata", _ABSENT)
+        # No metadata (most messages): the defaults, with nothing to check.
+        metadata = (dict(self._default_metadata) if metadata is _ABSENT or metadata == {}
+                    else self._metadata(metadata, problems))
         ack = None
         if metadata.get("require_ack") is True:
             ack = self._ack(metadata, target, broadcast, problems)
-        if problems:
+        if problems.items:
             return None
 
         now = time.time() if now is None else now
@@ -328,7 +340,7 @@ class MessageFactory:
             problems.add("", f"cannot be encoded as JSON: {exc}")
             return None
         # Stored with its topics beside it (the routing header): both count.
-        size = len(body) + sum(len(topic) + 1 for topic in topics)
+        size = len(body) + sum(map(len, topics)) + len(topics)
         if size > self.max_message_bytes:
             raise PayloadTooLargeError(
                 f"The message is {size} bytes with its topics; the limit is "
@@ -352,35 +364,34 @@ class MessageFactory:
         if len(target) > self.max_topics:
             problems.add("target", too_many)
             return ()
-        longest = self.max_name_length
+        is_name = self._is_name
         topics: list[str] = []
         for key, value in target.items():
-            where = f"target.{key}"
             if key == "channel":
                 channels = value if isinstance(value, list) else [value]
                 if not channels:
-                    problems.add(where, errors["target.channel.empty"])
+                    problems.add("target.channel", errors["target.channel.empty"])
                 if len(channels) > self.max_topics:
-                    problems.add(where, too_many)
+                    problems.add("target.channel", too_many)
                     continue
                 for channel in channels:
-                    if not is_valid_name(channel, longest):
-                        problems.add(where, errors["target.channel"])
+                    if not is_name(channel):
+                        problems.add("target.channel", errors["target.channel"])
                         break
                     topics.append(channel)
                 continue
-            match = _TARGET_KEY_PATTERN.fullmatch(key) if isinstance(key, str) else None
-            if match is None:
-                problems.add(where, errors["target.key"])
+            kind = _target_kind(key)
+            if kind is None:
+                problems.add(f"target.{key}", errors["target.key"])
                 continue
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                problems.add(where, errors["target.<name>_id.type"])
+                problems.add(f"target.{key}", errors["target.<name>_id.type"])
                 continue
-            text = str(value)
-            if not is_valid_name(text, longest):
-                problems.add(where, errors["target.<name>_id"])
+            text = value if isinstance(value, str) else str(value)
+            if not is_name(text):
+                problems.add(f"target.{key}", errors["target.<name>_id"])
                 continue
-            topics.append(keyed_topic(match.group(1), text))
+            topics.append(keyed_topic(kind, text))
         if broadcast:
             return (BROADCAST_TOPIC,)
         if not topics and not any(p["field"].startswith("target") for p in problems.items):
@@ -427,6 +438,37 @@ class MessageFactory:
             problems.add("target", errors["target.ack_user"])
             return None
         return AckRequest((str(user),), timeout)
+
+
+class _KnownValid:
+    """A validity check that remembers the strings it passed (at most ``limit``, all
+    forgotten when full, so that no publisher can grow it)."""
+
+    __slots__ = ("_check", "_limit", "_valid")
+
+    def __init__(self, check: Callable[[Any], bool], limit: int = 4096) -> None:
+        self._check = check
+        self._limit = limit
+        self._valid: set[str] = set()
+
+    def __call__(self, value: Any) -> bool:
+        valid = self._valid
+        if isinstance(value, str) and value in valid:
+            return True
+        if not self._check(value):
+            return False
+        if len(valid) >= self._limit:
+            valid.clear()
+        valid.add(value)
+        return True
+
+
+@functools.lru_cache(maxsize=256)
+def _target_kind(key: Any) -> str | None:
+    """``user_id`` -> ``user``: the kind of topic a target key names; None when the key
+    is not ``<name>_id``."""
+    match = _TARGET_KEY_PATTERN.fullmatch(key) if isinstance(key, str) else None
+    return None if match is None else match.group(1)
 
 
 class MessageIds:

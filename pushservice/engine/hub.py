@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import gevent
@@ -136,24 +137,37 @@ class Hub:
         """Offer each entry to every local connection it reaches, once. Returns the number
         of frames offered. ``entries`` is a non-empty batch in stream order.
 
-        Consecutive entries on the same topics (a fan-out's usual batch) are offered to
-        each connection together: one mailbox operation, and one wake-up, per connection
-        for the whole run, rather than one per entry."""
+        Consecutive entries that reach the same connections (a fan-out's usual batch, or
+        many services publishing to one channel) are offered to each connection together:
+        one mailbox operation, and one wake-up, per connection for the whole run, rather
+        than one per entry."""
         reaching = self._index.reaching
+        # Each topic list's connections, found once per batch; the same collection for
+        # topic lists that reach one group of connections (their other topics reach none).
+        found: dict[tuple[str, ...], Collection[Subscription]] = {}
         stats = self.stats
         now_ms = time.time() * 1000
         live = [entry for entry in entries if not entry.expired(now_ms)]
         stats.expired_skipped += len(entries) - len(live)
         offered = 0
         start, count = 0, len(live)
+        # Nothing below switches greenlets, so the index cannot change under us.
         while start < count:
             topics = live[start].topics
+            targets = found.get(topics)
+            if targets is None:
+                targets = found[topics] = reaching(topics)
             end = start + 1
-            while end < count and live[end].topics == topics:
+            while end < count:
+                following = live[end].topics
+                if following != topics:
+                    reached = found.get(following)
+                    if reached is None:
+                        reached = found[following] = reaching(following)
+                    if reached is not targets:
+                        break
                 end += 1
             run = live[start:end] if end - start > 1 else None
-            # Nothing below switches greenlets, so the index cannot change under us.
-            targets = reaching(topics)
             for subscription in targets:
                 if not (subscription.offer(live[start]) if run is None
                         else subscription.offer_many(run)):

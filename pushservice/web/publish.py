@@ -9,7 +9,6 @@ service's rate limit (429). Only then is anything written, all of it or none.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -173,7 +172,7 @@ def _json_body(deadline: float) -> Any:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
-    if _LONG_NUMBER.search(raw):
+    if _has_long_number(raw):
         # orjson reads an integer beyond 64 bits as a float, which would change the number
         # subscribers get: read such a body exactly. The message check then refuses a
         # number that JSON cannot carry exactly to every subscriber.
@@ -181,8 +180,16 @@ def _json_body(deadline: float) -> Any:
     return body
 
 
-# 19 digits in a row: maybe an integer beyond 64 bits (or just a long string of digits).
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# Every digit as "0", every other byte as a space: 19 digits in a row are then a plain
+# substring, found in C about ten times faster than a regular expression scans a batch.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _has_long_number(raw: bytes) -> bool:
+    """19 digits in a row: maybe an integer beyond 64 bits (or just a long string of
+    digits)."""
+    return _NINETEEN_DIGITS in raw.translate(_DIGITS_AS_ZEROS)
 
 
 def _not_json(constant: str) -> None:

@@ -87,6 +87,26 @@ def test_entries_reach_a_subscription_in_stream_order(hub):
     assert received(subscription) == [1, 2, 4, 5]
 
 
+def test_entries_of_many_services_on_one_channel_are_offered_together(hub, monkeypatch):
+    channel = subscribe(hub, "ingest")
+    other = subscribe(hub, "news")
+    mailbox_operations = []
+    for name in ("offer", "offer_many"):
+        method = getattr(Subscription, name)
+        monkeypatch.setattr(Subscription, name, lambda self, item, method=method, name=name: (
+            mailbox_operations.append(name), method(self, item))[1])
+
+    offered = hub.route([entry(seq, "ingest", f"service:s{seq % 3}") for seq in range(1, 7)]
+                        + [entry(7, "news"), entry(8, "ingest", "service:s9"),
+                           entry(9, "ingest", "news")])
+
+    assert received(channel) == [1, 2, 3, 4, 5, 6, 8, 9]
+    assert received(other) == [7, 9]
+    # one mailbox operation for 1-6, then one for each entry that reaches another group
+    assert mailbox_operations == ["offer_many", "offer", "offer", "offer", "offer"]
+    assert offered == 10
+
+
 def test_expired_entries_reach_no_one(hub):
     subscription = subscribe(hub, "news")
     now_ms = int(time.time() * 1000)

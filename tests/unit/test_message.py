@@ -296,6 +296,18 @@ def test_metadata_ttl_limit_follows_message_ttl():
     assert "MESSAGE_TTL" in caught.value.details[0]["error"]
 
 
+def test_names_found_valid_before_do_not_let_invalid_ones_through(factory):
+    # Valid names are remembered (bounded); a bad one is checked every time.
+    for n in range(5000):
+        factory.build(msg(service=f"svc-{n}", target={"channel": f"c{n}", "user_id": n}))
+    for bad in (msg(service="svc 1"), target(channel="c 1"), target(user_id="u,1"),
+                msg(service=["svc-1"]), target(channel=[["c1"]]), target(user_id=1.5)):
+        with pytest.raises(ValidationError):
+            factory.build(bad)
+    message = factory.build(msg(service="svc-4999", target={"channel": "c4999"}))
+    assert message.topics == ("c4999", "service:svc-4999")
+
+
 def test_every_problem_is_reported_at_once(factory):
     raw = {"type": "notice", "service": "", "target": {"user_id": True}, "extra": 1,
            "metadata": {"ttl": 0}}

@@ -179,6 +179,27 @@ def test_invalid_utf8_is_400(client, stream):
     assert stream() == []
 
 
+@pytest.mark.parametrize("number, accepted", [
+    (b"9223372036854775807", True),  # 19 digits, still 64 bits: read exactly
+    (b"-9223372036854775808", True),
+    (b"18446744073709551616", False),  # beyond 64 bits: refused, not rounded
+    (b"1234567890123456789012", False),
+    (b"1.2345678901234567890123", True),  # a float stays a float
+])
+def test_long_numbers_are_read_exactly_or_refused(client, stream, number, accepted):
+    raw = (b'{"type":"info","service":"svc","target":{"user_id":"u1"},"data":{"n":'
+           + number + b',"s":"1234567890123456789012345"}}')
+
+    response = client.post(SEND, data=raw, content_type="application/json")
+
+    assert response.status_code == (202 if accepted else 400), response.get_json()
+    if accepted:
+        ((_, fields),) = stream()
+        assert json.loads(fields[b"m"])["data"]["n"] == json.loads(number)
+    else:
+        assert stream() == []
+
+
 @pytest.mark.parametrize("url", [SEND, BROADCAST, BATCH])
 def test_empty_body_is_400(client, url):
     error = assert_error(client.post(url, data=b"", content_type="application/json"),
