@@ -10,9 +10,12 @@ import logging
 import time
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis
+from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import Script
+from redis.connection import HiredisRespSerializer, PythonRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -90,6 +93,31 @@ def translate_errors(func):
             raise
 
     return wrapper
+
+
+class CommandPacker:
+    """Packs commands for Redis with hiredis, which encodes str (UTF-8), bytes and int
+    itself. redis-py's own packer checks and encodes every argument in Python first:
+    about 0.7 µs per message of a 500-message publish, more than hiredis takes for the
+    whole command. A command with any other argument (a float, a memoryview, a bool
+    that redis-py refuses) is packed by redis-py's packer, with its exact encoding and
+    errors."""
+
+    _PLAIN = frozenset({str, bytes, int})
+
+    def __init__(self) -> None:
+        encode = Encoder("utf-8", "strict", False).encode
+        self._fallback = HiredisRespSerializer(PythonRespSerializer(6000, encode).pack,
+                                               encode)
+
+    def pack(self, *args) -> list[bytes]:
+        if not self._PLAIN.issuperset(map(type, args)):
+            return self._fallback.pack(*args)
+        command = args[0]
+        # A command of several words ("SCRIPT LOAD") is sent as several arguments.
+        if (" " if isinstance(command, str) else b" ") in command:
+            args = (*command.split(), *args[1:])
+        return [hiredis.pack_command(args)]
 
 
 class Keys:
@@ -192,7 +220,8 @@ class RedisConnections:
                       supported_errors=errors)
         options = {"max_connections": max_connections, "timeout": socket_timeout or 5.0,
                    "socket_timeout": socket_timeout, "socket_connect_timeout": 3.0,
-                   "health_check_interval": 30, "retry": retry}
+                   "health_check_interval": 30, "retry": retry,
+                   "command_packer": CommandPacker()}
         if self.settings.redis_sentinels:
             pool = _SentinelPool(self.settings.redis_sentinel_master, self._sentinel(),
                                  **_database_and_password(self.settings.redis_url), **options)
