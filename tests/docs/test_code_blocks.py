@@ -137,18 +137,31 @@ def _localize(text: str, url: str) -> str:
     return text.replace("http://localhost:8089", url).replace("localhost:8089", host)
 
 
+# Runs a command as a terminal would: Ctrl-C (SIGINT) ends it, even when this test run
+# inherited SIGINT ignored (started as a background job), which the block would inherit.
+_IN_A_TERMINAL = [sys.executable, "-c", ("import os, signal, sys; "
+                                         "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                                         "os.execvp(sys.argv[1], sys.argv[1:])")]
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("block", SH, ids=[block.name for block in SH])
 def test_shell_blocks_run(block: Block, target):
     script = _localize(block.text, target.base_url)
-    process = subprocess.Popen(["bash", "-ec", script], cwd=REPO_ROOT,
+    process = subprocess.Popen([*_IN_A_TERMINAL, "bash", "-ec", script], cwd=REPO_ROOT,
                                env=_environ(target.base_url), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if block.marker == "streams":
-        time.sleep(2)
-        assert process.poll() is None, f"{block.name} ended by itself:\n{process.stdout.read()}"
-        os.killpg(process.pid, signal.SIGINT)
-        output = process.communicate(timeout=20)[0]
+        try:
+            time.sleep(2)
+            assert process.poll() is None, (
+                f"{block.name} ended by itself:\n{process.stdout.read()}")
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+            output = process.communicate(timeout=20)[0]
+        finally:
+            if process.poll() is None:  # never leave a stream open for the next test
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         assert "event: connected" in output, f"{block.name}:\n{output}"
         return
     output = process.communicate(timeout=100)[0]
