@@ -27,6 +27,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.publisher import HttpConnection
@@ -202,33 +204,36 @@ async def _run(port: int, args: argparse.Namespace) -> dict:
     }
 
 
-def start_service(redis_port: int, log_dir: Path, **env: str) -> tuple[Process, int]:
-    """One gevent worker on SERVER_CORES, ready; ``env`` adds settings. No timed
-    redelivery within a run: what is measured is publishing, delivering and recording."""
-    port = free_port()
-    argv, server_env = server_command(ServerSpec("pushservice", cores=SERVER_CORES), port,
-                                      f"redis://{HOST}:{redis_port}/0")
-    server_env.update(ACK_TIMEOUT_SECONDS="3600", HEALTH_PROBE_SECONDS="0",
-                      LOG_LEVEL="warning", **env)
-    server = Process("pushservice", argv, server_env)
-    server.start(log_dir)
-    _wait_http_ok(port, server, timeout_s=30)
-    return server, port
-
-
-def measure(args: argparse.Namespace) -> dict:
+@contextmanager
+def service_on_its_core(name: str, **env: str) -> Iterator[tuple[int, int]]:
+    """Redis and one gevent worker on SERVER_CORES, ready, this process moved to
+    LOAD_CORES; yields (Redis's port, the service's port) and stops both after. ``env``
+    adds settings. No timed redelivery within a run: what is measured is publishing,
+    delivering and recording."""
     os.sched_setaffinity(0, LOAD_CORES)
-    with tempfile.TemporaryDirectory(prefix="confirmation-cost-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as folder:
         log_dir = Path(folder)
         redis, redis_port = start_redis(SERVER_CORES, log_dir)
         server = None
         try:
-            server, port = start_service(redis_port, log_dir)
-            result = asyncio.run(_run(port, args))
+            port = free_port()
+            argv, server_env = server_command(ServerSpec("pushservice", cores=SERVER_CORES),
+                                              port, f"redis://{HOST}:{redis_port}/0")
+            server_env.update(ACK_TIMEOUT_SECONDS="3600", HEALTH_PROBE_SECONDS="0",
+                              LOG_LEVEL="warning", **env)
+            server = Process("pushservice", argv, server_env)
+            server.start(log_dir)
+            _wait_http_ok(port, server, timeout_s=30)
+            yield redis_port, port
         finally:
             if server is not None:
                 server.stop()
             redis.stop()
+
+
+def measure(args: argparse.Namespace) -> dict:
+    with service_on_its_core("confirmation-cost") as (_, port):
+        result = asyncio.run(_run(port, args))
     command = (".venv/bin/python -m bench.confirmation_cost "
                f"--users {args.users} --publishers {args.publishers} "
                f"--rounds {args.rounds} --seconds {args.seconds:g}")

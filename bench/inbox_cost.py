@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
-from bench.confirmation_cost import LOAD_CORES, SERVER_CORES, _percentile, start_service
+from bench.confirmation_cost import _percentile, service_on_its_core
 from bench.publisher import HttpConnection
-from bench.servers import HOST, start_redis
+from bench.servers import HOST
 from bench.sse_client import Subscriber
 
 BATCH = 1000
@@ -142,20 +139,12 @@ async def _run(port: int, client: redis.Redis, args: argparse.Namespace) -> dict
 
 
 def measure(args: argparse.Namespace) -> dict:
-    os.sched_setaffinity(0, LOAD_CORES)
-    with tempfile.TemporaryDirectory(prefix="inbox-cost-") as folder:
-        log_dir = Path(folder)
-        redis_process, redis_port = start_redis(SERVER_CORES, log_dir)
-        server = None
+    with service_on_its_core("inbox-cost", MAX_BATCH_SIZE=str(BATCH)) as (redis_port, port):
         client = redis.Redis(host=HOST, port=redis_port)
         try:
-            server, port = start_service(redis_port, log_dir, MAX_BATCH_SIZE=str(BATCH))
             result = asyncio.run(_run(port, client, args))
         finally:
             client.close()
-            if server is not None:
-                server.stop()
-            redis_process.stop()
     command = (f".venv/bin/python -m bench.inbox_cost --users {args.users} "
                f"--per-user {args.per_user} --sample {args.sample}")
     return {"command": command, "users": args.users, "per_user": args.per_user,
