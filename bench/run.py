@@ -11,7 +11,6 @@ docs/benchmarks.md. Every run stops by itself; the whole suite takes about 20 mi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
@@ -22,27 +21,13 @@ from bench.procstat import NOISE_LIMIT
 from bench.report import ceiling_line, console_line, markdown
 from bench.runner import limited_by, run_ceiling, run_one, set_quiet_budget
 from bench.scenarios import SCENARIOS, UNSUPPORTED
-from bench.servers import ROOT, SERVERS, service_available
+from bench.servers import ROOT, SERVERS, missing_bench_dependencies, service_available
 from bench.targets import evaluate
 
 
 def _say(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
-
-
-# What bench/requirements.txt installs (``make bench``), by module: without uvloop the
-# load generator is slower and caps more runs; without flask-sse its server cannot start.
-_GENERATOR_MODULES = {"uvloop": "uvloop"}
-_FLASK_SSE_MODULES = {"flask_sse": "flask-sse", "six": "six"}
-
-
-def _missing_bench_dependencies(servers: list[str]) -> list[str]:
-    modules = dict(_GENERATOR_MODULES)
-    if "flask-sse" in servers:
-        modules.update(_FLASK_SSE_MODULES)
-    return [name for module, name in modules.items()
-            if importlib.util.find_spec(module) is None]
 
 
 def _run_quietly(name: str, server: str, log_dir: Path, retries: dict) -> dict:
@@ -128,10 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --all, --ceiling or at least one --scenario")
     scenarios = list(SCENARIOS) if args.all else args.scenario  # none with --ceiling alone
     servers = args.server or list(SERVERS)
-    missing = _missing_bench_dependencies(servers if scenarios else [])
+    missing = missing_bench_dependencies(servers if scenarios else [])
     if missing:
-        p.error(f"{', '.join(missing)} not installed: run `make bench`, or "
-                "`.venv/bin/pip install -r bench/requirements.txt`")
+        p.error(missing)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     out = args.out or ROOT / "bench" / "results" / f"{stamp}.json"

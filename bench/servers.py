@@ -6,6 +6,7 @@ command line, and is stopped by its own PID (and those of its descendants) only.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -250,3 +251,23 @@ def start_server(spec: ServerSpec, redis_port: int | None, log_dir: Path) -> tup
 def service_available() -> bool:
     """Whether the service's entry points exist in this checkout."""
     return (ROOT / "wsgi.py").exists() and (ROOT / "gunicorn.conf.py").exists()
+
+
+# What bench/requirements.txt installs (``make bench``), by module: without uvloop the
+# load generators are slower, cap more runs and make any server look closer to the
+# ceiling; without flask-sse its server cannot start.
+_GENERATOR_MODULES = {"uvloop": "uvloop"}
+_FLASK_SSE_MODULES = {"flask_sse": "flask-sse", "six": "six"}
+
+
+def missing_bench_dependencies(servers: list[str]) -> str | None:
+    """What to install before measuring ``servers`` (None: nothing)."""
+    modules = dict(_GENERATOR_MODULES)
+    if "flask-sse" in servers:
+        modules.update(_FLASK_SSE_MODULES)
+    missing = [name for module, name in modules.items()
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return (f"{', '.join(missing)} not installed: run `make bench`, or "
+            "`.venv/bin/pip install -r bench/requirements.txt`")

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from bench.runner import Child
 from bench.scenarios import MAX_CONNECTIONS_PER_PROCESS
-from bench.servers import HOST, PYTHON, ServerSpec, start_redis, start_server, taskset
+from bench.servers import (
+    HOST,
+    PYTHON,
+    ServerSpec,
+    missing_bench_dependencies,
+    start_redis,
+    start_server,
+    taskset,
+)
 
 SERVER_CORES, GENERATOR_CORES = "0", "1"
 PATH = "/sse/stream/storm"
@@ -124,6 +132,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="clients carry a Last-Event-ID into a stream of 100,000 entries")
     args = parser.parse_args()
+    missing = missing_bench_dependencies([])
+    if missing:
+        parser.error(missing)
     ours = measure("pushservice", args.connections, args.resume)
     ceiling = measure("raw-gevent", args.connections, False)
     ratio = ours["seconds_until_all_streaming"] / max(ceiling["seconds_until_all_streaming"],
