@@ -157,12 +157,16 @@ if written > 0 then
   redis.call('XTRIM', KEYS[1], 'MINID', '~', (newest_ms - tonumber(ARGV[3])) .. '-0')
   if max_bytes > 0 then
     -- By bytes: drop the oldest entries until the stream holds at most max_bytes, reading
-    -- a bounded number of them per call (later calls go on where this one stopped).
+    -- a bounded number of them per call (later calls go on where this one stopped). The
+    -- oldest entry alone comes first: it is usually within the budget, and reading a
+    -- page of 100 entries into Lua cost more than the rest of a publish.
     local budget = math.max(1000, 2 * written)
     local cursor = '-'
     local cut = nil
+    local page_size = 1
     while budget > 0 do
-      local page = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
+      local page = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', page_size)
+      page_size = 100
       if #page == 0 then break end
       for _, entry in ipairs(page) do
         local fields = entry[2]

@@ -156,6 +156,33 @@ def test_the_stream_holds_at_most_stream_max_bytes(fake_clients, settings, messa
     store.close()
 
 
+def test_one_publish_cuts_as_many_of_the_oldest_entries_as_its_bytes_need(
+        fake_clients, settings, messages, fake_redis):
+    # The oldest entry is read alone first, then pages of 100: 150 small entries must
+    # go for one large batch, across both kinds of read.
+    store = MessageStore(settings.replace(stream_max_bytes=60_000))
+    for n in range(160):
+        store.publish([messages(n)])
+    small = stream_entries(fake_redis, store)
+    assert len(small) == 160
+
+    store.publish([messages(1000 + n, data={"pad": "x" * 1000}) for n in range(40)])
+
+    def size(fields: dict[bytes, bytes]) -> int:
+        # As the stream counts it: the header without its epoch, the body, 64 bytes more.
+        return len(fields[b"h"].split(b" ", 1)[1]) + len(fields[b"m"]) + 64
+
+    entries = stream_entries(fake_redis, store)
+    held = sum(size(fields) for _, fields in entries)
+    assert held <= 60_000
+    kept_small = [entry_id for entry_id, _ in entries[:-40]]
+    assert len(small) - len(kept_small) > 100
+    # The oldest went, the newest stayed: no more went than the bytes needed.
+    assert kept_small == [entry_id for entry_id, _ in small[-len(kept_small):]]
+    assert held + size(small[-len(kept_small) - 1][1]) > 60_000
+    store.close()
+
+
 def test_messages_without_client_ids_are_never_duplicates(store, messages, fake_redis):
     results = store.publish([messages(1)]) + store.publish([messages(1)])
 
