@@ -1,8 +1,9 @@
 """Group commit: concurrent calls of one worker share Redis round trips.
 
-With nothing in flight, a call is written at once by its own greenlet: no added latency.
-Calls that arrive while a write is in flight wait for it, then go to Redis together in
-one write. Each caller gets exactly its own results, or the error of the write that
+With nothing in flight, a call is written by its own greenlet, at once or after one
+turn of the event loop that lets calls arriving with it join (when such turns have been
+gathering companions; see GATHER_WORTH). Calls that arrive while a write is in flight
+wait for it, then go to Redis together in one write. Each caller gets exactly its own results, or the error of the write that
 carried its items. Publishes (all or none per call, idempotent when retried) and stream
 admissions (a storm of clients arriving at once) both go through one.
 
@@ -28,6 +29,20 @@ R = TypeVar("R")
 
 # Items per write at most: bounds how long one write holds Redis.
 MAX_ITEMS_PER_WRITE = 2000
+
+# A call that finds nothing in flight may first let the event loop turn once, so that
+# calls whose requests arrived with it share its write (32 publishers each sending one
+# message at a time: 18 calls per write instead of 1, a fifth more messages per second).
+# A turn lasts as long as what the loop does meanwhile: 15 ms while thousands of streams
+# are woken, for one or two companions. So a call turns only while recent turns gathered
+# at least GATHER_WORTH companions on average; otherwise it writes at once, and every
+# PROBE_EVERY-th such call turns anyway, to notice when callers crowd in again.
+GATHER_WORTH = 4.0
+PROBE_EVERY = 256
+
+# A timer this short fires on the loop's next turn, after it polled for I/O (requests that
+# arrived); gevent.sleep(0) would resume before that.
+_ONE_TURN = 1e-6
 
 
 class CallTimedOutError(Exception):
@@ -62,6 +77,8 @@ class GroupCommit(Generic[T, R]):
         self._max_items = max_items
         self._waiting: deque[_Call[T]] = deque()
         self._writing = False
+        self._companions = GATHER_WORTH  # gathered by recent turns (moving average)
+        self._lone_writes = 0  # calls written at once since the last turn
 
     def submit(self, items: Sequence[T], timeout: float | None = None) -> list[R]:
         """Write ``items`` (sharing the round trip with concurrent calls) and return one
@@ -84,6 +101,8 @@ class GroupCommit(Generic[T, R]):
         and hand what is left to a fresh greenlet, so the caller answers at once."""
         self._writing = True
         try:
+            if until is not None:
+                self._gather()
             while self._waiting:
                 self._write_group(self._take_group())
                 if until is not None and until.result.ready() and self._waiting:
@@ -94,6 +113,19 @@ class GroupCommit(Generic[T, R]):
                 gevent.spawn(self._drain)
             else:
                 self._writing = False
+
+    def _gather(self) -> None:
+        """Let the calls that arrived with this one join it, when that has been worth a
+        turn of the event loop (see GATHER_WORTH)."""
+        if self._companions < GATHER_WORTH:
+            self._lone_writes += 1
+            if self._lone_writes < PROBE_EVERY:
+                return
+        self._lone_writes = 0
+        gevent.sleep(_ONE_TURN)
+        found = len(self._waiting) - 1
+        # A crowd is believed at once; turns that find few lower the average slowly.
+        self._companions = max(found, self._companions + 0.2 * (found - self._companions))
 
     def _take_group(self) -> list[_Call[T]]:
         group = [self._waiting.popleft()]

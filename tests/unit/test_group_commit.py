@@ -9,7 +9,7 @@ import gevent
 import pytest
 
 from pushservice.errors import StoreUnavailableError
-from pushservice.group_commit import CallTimedOutError, GroupCommit
+from pushservice.group_commit import PROBE_EVERY, CallTimedOutError, GroupCommit
 
 
 class FakeWrite:
@@ -52,6 +52,49 @@ def test_concurrent_publishes_share_writes_and_get_their_own_results():
         m for n in range(20) for m in (f"m{n}a", f"m{n}b"))
 
 
+def test_calls_that_arrive_together_share_the_first_write():
+    write = FakeWrite()
+    commit = GroupCommit(write)
+    callers = [gevent.spawn(commit.submit, [n]) for n in range(10)]
+    gevent.joinall(callers, timeout=5, raise_error=True)
+    assert write.calls == [list(range(10))]
+    assert [caller.value for caller in callers] == [[f"stored:{n}"] for n in range(10)]
+
+
+def test_a_call_writes_at_once_when_turns_gather_no_one_and_probes_now_and_then():
+    write = FakeWrite()
+    commit = GroupCommit(write)
+    for n in range(20):  # lone calls: turning the loop for them gathers no one
+        commit.submit([n])
+
+    others_ran = []
+    bystander = gevent.spawn(others_ran.append, "ran")
+    commit.submit(["at once"])
+    assert others_ran == []  # written without yielding to the loop
+    calls = 1
+    while not others_ran and calls < 2 * PROBE_EVERY:
+        commit.submit([calls])
+        calls += 1
+    # About PROBE_EVERY lone calls after the last turn, one turns the loop again.
+    assert PROBE_EVERY - 25 < calls <= PROBE_EVERY
+    bystander.join()
+
+
+def test_calls_crowding_in_again_are_gathered_again():
+    write = FakeWrite()
+    commit = GroupCommit(write)
+    for n in range(20):
+        commit.submit([n])
+    write.calls.clear()
+    bursts = 0
+    # Bursts of 10 concurrent callers: a probe among them finds the others.
+    while write.calls[-3:] != [list(range(10))] * 3 and bursts < 3 * PROBE_EVERY // 10:
+        gevent.joinall([gevent.spawn(commit.submit, [n]) for n in range(10)], timeout=5,
+                       raise_error=True)
+        bursts += 1
+    assert write.calls[-3:] == [list(range(10))] * 3
+
+
 def test_a_group_is_never_larger_than_the_limit():
     write = FakeWrite(delay=0.01)
     commit = GroupCommit(write, max_items=5)
@@ -62,7 +105,7 @@ def test_a_group_is_never_larger_than_the_limit():
 
 def test_a_failed_write_fails_exactly_the_callers_it_carried():
     write = FakeWrite(delay=0.01, fail_on={2})
-    commit = GroupCommit(write)
+    commit = GroupCommit(write, max_items=4)
     callers = [gevent.spawn(commit.submit, [n]) for n in range(6)]
     gevent.joinall(callers, timeout=5)
     failed = {n for n, caller in enumerate(callers) if caller.exception is not None}
