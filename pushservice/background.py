@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 RETRY_BASE_SECONDS = 0.05
 RETRY_CAP_SECONDS = 1.0
 
+# gevent.sleep() this long resumes on the event loop's next turn, after it has polled
+# for I/O and run what that woke; gevent.sleep(0) resumes before the poll.
+ONE_TURN_SECONDS = 1e-6
+
 
 def retry_backoff(base: float = RETRY_BASE_SECONDS,
                   cap: float = RETRY_CAP_SECONDS) -> FullJitterBackoff:
@@ -36,7 +40,9 @@ def forever(step: Callable[[], float | None], *, name: str,
             on_failure: Callable[[Exception], None] | None = None,
             backoff: FullJitterBackoff | None = None) -> None:
     """Call ``step`` for ever. It returns the pause before its next call (None or 0: call
-    again at once). After a failure ``on_failure(error)`` runs (to reset a connection,
+    again after one turn of the event loop: a step whose Redis replies are already
+    waiting, as from a Redis on the same host, would otherwise never let the streams it
+    woke write). After a failure ``on_failure(error)`` runs (to reset a connection,
     say), then the loop waits out the backoff and calls ``step`` again."""
     backoff = backoff or retry_backoff()
     failures = 0
@@ -58,8 +64,7 @@ def forever(step: Callable[[], float | None], *, name: str,
             if failures:
                 log.info("%s: working again", name)
             failures = 0
-            if pause:
-                gevent.sleep(pause)
+            gevent.sleep(pause or ONE_TURN_SECONDS)
             continue
         if on_failure is not None:
             try:

@@ -24,6 +24,8 @@ from typing import Generic, TypeVar
 import gevent
 from gevent.event import AsyncResult
 
+from .background import ONE_TURN_SECONDS
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -39,10 +41,6 @@ MAX_ITEMS_PER_WRITE = 2000
 # PROBE_EVERY-th such call turns anyway, to notice when callers crowd in again.
 GATHER_WORTH = 4.0
 PROBE_EVERY = 256
-
-# A timer this short fires on the loop's next turn, after it polled for I/O (requests that
-# arrived); gevent.sleep(0) would resume before that.
-_ONE_TURN = 1e-6
 
 
 class CallTimedOutError(Exception):
@@ -122,7 +120,7 @@ class GroupCommit(Generic[T, R]):
             if self._lone_writes < PROBE_EVERY:
                 return
         self._lone_writes = 0
-        gevent.sleep(_ONE_TURN)
+        gevent.sleep(ONE_TURN_SECONDS)  # requests that arrived meanwhile
         found = len(self._waiting) - 1
         # A crowd is believed at once; turns that find few lower the average slowly.
         self._companions = max(found, self._companions + 0.2 * (found - self._companions))

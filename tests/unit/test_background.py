@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gevent
+import gevent.socket
 import pytest
 
 from pushservice.background import RETRY_CAP_SECONDS, forever, retry_backoff, spawn_forever
@@ -87,3 +88,44 @@ def test_a_broken_cleanup_does_not_stop_the_loop():
 @pytest.mark.parametrize("failures", [0, 1, 5])
 def test_backoff_never_exceeds_the_cap(failures):
     assert retry_backoff(base=0.5, cap=0.2).compute(failures) <= 0.2
+
+
+def test_a_step_that_never_blocks_lets_io_and_woken_greenlets_run_between_its_calls():
+    # A reader whose Redis replies are already waiting never blocks: between its reads
+    # the streams it woke must still write, and requests that arrived be read.
+    steps = 0
+    reader_end, writer_end = gevent.socket.socketpair()
+    seen: list[tuple[str, int]] = []
+
+    def step():
+        nonlocal steps
+        steps += 1
+        return 60.0 if steps >= 1000 else None  # then rest, so that a failure cannot hang
+
+    def woken():
+        while True:
+            gevent.sleep(0)
+            seen.append(("woken", steps))
+
+    def io():
+        while True:
+            gevent.socket.wait_read(reader_end.fileno())
+            reader_end.recv(1)
+            seen.append(("io", steps))
+
+    loop = spawn_forever(step, name="busy loop")
+    others = [gevent.spawn(woken), gevent.spawn(io)]
+    try:
+        writer_end.sendall(b"x")
+        wait_until(lambda: steps >= 100, 5, message="100 steps")
+        writer_end.sendall(b"y")
+        gevent.sleep(0.01)
+        wait_until(lambda: sum(kind == "io" for kind, _ in seen) == 2, 5, message="I/O")
+    finally:
+        gevent.killall([loop, *others])
+        reader_end.close()
+        writer_end.close()
+    assert {kind for kind, _ in seen} == {"woken", "io"}
+    # Interleaved: others ran between steps, not only once the loop rested.
+    assert len({count for kind, count in seen if kind == "woken"}) > 10
+    assert min(count for kind, count in seen if kind == "io") < 1000
