@@ -3,9 +3,10 @@
 With nothing in flight, a call is written by its own greenlet, at once or after one
 turn of the event loop that lets calls arriving with it join (when such turns have been
 gathering companions; see GATHER_WORTH). Calls that arrive while a write is in flight
-wait for it, then go to Redis together in one write. Each caller gets exactly its own results, or the error of the write that
-carried its items. Publishes (all or none per call, idempotent when retried) and stream
-admissions (a storm of clients arriving at once) both go through one.
+wait for it, then go to Redis together in one write. Each caller gets exactly its own
+results, or the error of the write that carried its items. Publishes (all or none per
+call, idempotent when retried) and stream admissions (a storm of clients arriving at
+once) both go through one.
 
 A call may have a deadline: if it is still waiting when the deadline passes it is taken
 out of the queue and fails with ``CallTimedOutError`` (nothing of it was written); a
@@ -34,7 +35,7 @@ MAX_ITEMS_PER_WRITE = 2000
 
 # A call that finds nothing in flight may first let the event loop turn once, so that
 # calls whose requests arrived with it share its write (32 publishers each sending one
-# message at a time: 18 calls per write instead of 1, a fifth more messages per second).
+# message at a time: 12 calls per write instead of 1, a fifth more messages per second).
 # A turn lasts as long as what the loop does meanwhile: 15 ms while thousands of streams
 # are woken, for one or two companions. So a call turns only while recent turns gathered
 # at least GATHER_WORTH companions on average; otherwise it writes at once, and every

@@ -119,7 +119,6 @@ def test_a_step_that_never_blocks_lets_io_and_woken_greenlets_run_between_its_ca
         writer_end.sendall(b"x")
         wait_until(lambda: steps >= 100, 5, message="100 steps")
         writer_end.sendall(b"y")
-        gevent.sleep(0.01)
         wait_until(lambda: sum(kind == "io" for kind, _ in seen) == 2, 5, message="I/O")
     finally:
         gevent.killall([loop, *others])
