@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import uuid
-from pathlib import Path
 
 import redis
 
-from bench.servers import start_redis
+from bench.servers import scratch_redis
 from pushservice.message import MessageFactory
 from pushservice.settings import Settings
 from pushservice.store import MessageStore
@@ -48,12 +46,8 @@ def _per_call_us(client: redis.Redis, write, requests: list[list]) -> float:
 
 
 def measure(calls: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="publish-script-cost-") as folder:
-        server, port = start_redis(None, Path(folder))
-        try:
-            return _measure(calls, port)
-        finally:
-            server.stop()
+    with scratch_redis("publish-script-cost-") as port:
+        return _measure(calls, port)
 
 
 def _measure(calls: int, port: int) -> dict:

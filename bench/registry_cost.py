@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
-from bench.servers import start_redis
+from bench.servers import scratch_redis
 from pushservice.settings import Settings
 from pushservice.store import ConnectionRecords, Keys, RedisConnections
 
@@ -47,12 +45,8 @@ def _per_call(func, repeat: int) -> float:
 
 
 def measure(connections: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="registry-cost-") as folder:
-        server, port = start_redis(None, Path(folder))
-        try:
-            return _measure(connections, port)
-        finally:
-            server.stop()
+    with scratch_redis("registry-cost-") as port:
+        return _measure(connections, port)
 
 
 def _measure(connections: int, port: int) -> dict:

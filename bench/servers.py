@@ -13,8 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +161,18 @@ def start_redis(cores: str | None, log_dir: Path) -> tuple[Process, int]:
             time.sleep(0.05)
     proc.stop()
     raise RuntimeError(f"redis-server not ready:\n{proc.log_tail()}")
+
+
+@contextmanager
+def scratch_redis(prefix: str) -> Iterator[int]:
+    """A fresh redis-server (unpinned) in a temporary folder for one measurement: its
+    port; stopped and removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        server, port = start_redis(None, Path(folder))
+        try:
+            yield port
+        finally:
+            server.stop()
 
 
 @dataclass
