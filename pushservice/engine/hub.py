@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import gevent
@@ -34,6 +34,22 @@ class HubStatus:
     connections: int
     connections_by_kind: dict[str, int]
     position: Position
+
+
+class _Reached(dict):
+    """Each topic list's connections (``reaching``), found once for one routed batch: the
+    same collection for topic lists that reach one group of connections (their other
+    topics reach none), so that their entries make one run."""
+
+    __slots__ = ("_reaching",)
+
+    def __init__(self, reaching: Callable[[tuple[str, ...]], Collection[Subscription]]) -> None:
+        super().__init__()
+        self._reaching = reaching
+
+    def __missing__(self, topics: tuple[str, ...]) -> Collection[Subscription]:
+        connections = self[topics] = self._reaching(topics)
+        return connections
 
 
 class Hub:
@@ -141,10 +157,7 @@ class Hub:
         many services publishing to one channel) are offered to each connection together:
         one mailbox operation, and one wake-up, per connection for the whole run, rather
         than one per entry."""
-        reaching = self._index.reaching
-        # Each topic list's connections, found once per batch; the same collection for
-        # topic lists that reach one group of connections (their other topics reach none).
-        found: dict[tuple[str, ...], Collection[Subscription]] = {}
+        found = _Reached(self._index.reaching)
         stats = self.stats
         now_ms = time.time() * 1000
         live = [entry for entry in entries if not entry.expired(now_ms)]
@@ -154,18 +167,10 @@ class Hub:
         # Nothing below switches greenlets, so the index cannot change under us.
         while start < count:
             topics = live[start].topics
-            targets = found.get(topics)
-            if targets is None:
-                targets = found[topics] = reaching(topics)
+            targets = found[topics]
             end = start + 1
-            while end < count:
-                following = live[end].topics
-                if following != topics:
-                    reached = found.get(following)
-                    if reached is None:
-                        reached = found[following] = reaching(following)
-                    if reached is not targets:
-                        break
+            while end < count and (live[end].topics == topics
+                                   or found[live[end].topics] is targets):
                 end += 1
             run = live[start:end] if end - start > 1 else None
             for subscription in targets:
