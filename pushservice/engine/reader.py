@@ -95,6 +95,8 @@ class Reader:
             self.ready.set()
         entries = self.store.read(self._client, self.hub.position.key,
                                   self.settings.reader_block_ms, self.settings.reader_batch_size)
+        if entries and entries[-1].epoch != self.hub.position.epoch:
+            entries = self._with_skipped_entries(entries)
         self.last_read_ok = time.time()
         if self.last_error is not None:
             log.info("reader reached Redis again")
@@ -109,6 +111,31 @@ class Reader:
                         on_probe(entry)
         else:
             self.lag_seconds = 0.0
+
+    def _with_skipped_entries(self, entries: list[Entry]) -> list[Entry]:
+        """``entries`` with the ones the read skipped put back, when the stream was
+        recreated under a connection that stayed open (FLUSHALL, a deleted key).
+
+        The read asked for ids after the old stream's last routed one; the new stream's
+        ids start again from the clock, so its first entries can be at or below that id
+        and the read passed over them. Each entry names the one written before it: the
+        first entry of the new epoch names one (not ``0-0``) when it was not the new
+        stream's first, and those before it are read from the stream's start. Entries of
+        any other epoch found there (a stream whose epoch key alone was lost) were routed
+        already and are left out."""
+        routed_epoch = self.hub.position.epoch
+        for index, entry in enumerate(entries):
+            if entry.epoch != routed_epoch:
+                break
+        else:
+            return entries
+        if entry.previous == (0, 0):
+            return entries  # the new stream's very first entry: nothing was passed over
+        skipped = self.store.read_before(entry.key, entry.epoch, self._client)
+        if skipped:
+            log.warning("stream recreated (epoch %s): %d entries read again from its start",
+                        entry.epoch, len(skipped))
+        return entries[:index] + skipped + entries[index:]
 
     def _failed(self, error: Exception) -> None:
         self.last_error = f"{type(error).__name__}: {error}"

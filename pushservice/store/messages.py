@@ -33,6 +33,9 @@ from .client import Keys, RedisConnections, deadline_ms, translate_errors
 
 log = logging.getLogger(__name__)
 
+# Entries per XRANGE when the store reads a stretch of the stream page by page.
+_PAGE = 500
+
 # How long a request is remembered to make a retried publish idempotent (seconds).
 REQUEST_MEMORY_SECONDS = 120
 
@@ -459,6 +462,26 @@ class MessageStore:
         return [_entry(entry_id, fields) for entry_id, fields in reply]
 
     @translate_errors
+    def read_before(self, before: tuple[int, int], epoch: str,
+                    client: redis.Redis | None = None) -> list[Entry]:
+        """The entries of ``epoch`` at the stream's start, up to ``before`` (exclusive),
+        oldest first: read a page at a time, up to the first entry of another epoch."""
+        client = client or self.client
+        found: list[Entry] = []
+        start = "-"
+        while True:
+            page = client.xrange(self.stream_key, min=start,
+                                 max=f"({before[0]}-{before[1]}", count=_PAGE)
+            for entry_id, fields in page:
+                entry = _entry(entry_id, fields)
+                if entry.epoch != epoch:
+                    return found
+                found.append(entry)
+            if len(page) < _PAGE:
+                return found
+            start = f"({page[-1][0].decode()}"
+
+    @translate_errors
     def read_newest(self, count: int, max_bytes: int,
                     client: redis.Redis | None = None) -> list[Entry]:
         """The newest entries of the stream, oldest first: at most ``count``, and no more
@@ -469,14 +492,14 @@ class MessageStore:
         before = "+"
         while len(newest_first) < count and size < max_bytes:
             page = client.xrevrange(self.stream_key, max=before, min="-",
-                                    count=min(500, count - len(newest_first)))
+                                    count=min(_PAGE, count - len(newest_first)))
             if not page:
                 break
             for entry_id, fields in page:
                 entry = _entry(entry_id, fields)
                 newest_first.append(entry)
                 size += len(entry.body)
-            if len(page) < 500:
+            if len(page) < _PAGE:
                 break
             before = f"({page[-1][0].decode()}"
         return newest_first[::-1]

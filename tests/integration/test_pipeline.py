@@ -260,6 +260,49 @@ def test_id_from_another_epoch_gets_history_lost(make_pipeline):
     assert not reader.parser.last_event_id.startswith(old.split("-")[0] + "-")
 
 
+def _raw_entry(client, pipeline, entry_id: str, epoch: str, previous: str) -> None:
+    """An entry for a topic nobody subscribes to, at an id of the test's choosing."""
+    client.xadd(pipeline.store.stream_key, {"h": f"{epoch} custom 0 user:nobody",
+                                            "m": "{}", "p": previous, "b": "0"}, id=entry_id)
+
+
+def test_a_stream_recreated_under_the_reader_is_read_from_its_start(make_pipeline):
+    # The new stream's ids start again from the clock: here its first entries sit at and
+    # below the last id the reader routed, so a read after that id passes over them.
+    pipeline = make_pipeline()
+    client = redis.Redis.from_url(pipeline.settings.redis_url)
+    reader = pipeline.subscribe("user:1")
+    (first,) = pipeline.publish(message(1))
+    future_ms = int(time.time() * 1000) + 60_000
+    _raw_entry(client, pipeline, f"{future_ms}-5", first.epoch, first.stream_id)
+    wait_until(lambda: pipeline.hub.position.key == (future_ms, 5), 10, interval=0.01,
+               message="the reader to route the old stream's last entry")
+    client.flushdb()  # the connections stay open
+    client.set(pipeline.store.epoch_key, "e2e2e2e2")
+    _raw_entry(client, pipeline, f"{future_ms}-0", "e2e2e2e2", "0-0")
+    published = pipeline.publish(*(message(n) for n in range(2, 8)))
+    assert [p.position.key for p in published] == [(future_ms, n) for n in range(1, 7)]
+
+    assert _numbers(reader.wait_messages(7)) == [1, 2, 3, 4, 5, 6, 7]
+    lost = next(f for f in reader.frames if f.event == "history-lost")
+    assert lost.json()["reason"] == "stream_reset"
+    assert reader.messages()[1].id == f"e2e2e2e2-{future_ms}-1"
+
+
+def test_a_stream_that_lost_only_its_epoch_repeats_nothing(make_pipeline):
+    pipeline = make_pipeline()
+    reader = pipeline.subscribe("user:1")
+    pipeline.publish(message(1), message(2))
+    assert _numbers(reader.wait_messages(2)) == [1, 2]
+    redis.Redis.from_url(pipeline.settings.redis_url).delete(pipeline.store.epoch_key)
+    (third,) = pipeline.publish(message(3))
+    assert third.epoch != reader.messages()[0].id.split("-")[0]
+
+    assert _numbers(reader.wait_messages(3)) == [1, 2, 3]
+    gevent.sleep(0.3)  # give a repeat the chance to show up
+    assert _numbers(reader.messages()) == [1, 2, 3]
+
+
 def test_client_chosen_id_is_delivered_once(make_pipeline):
     pipeline = make_pipeline()
     reader = pipeline.subscribe("user:1")
