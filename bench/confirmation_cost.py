@@ -36,10 +36,10 @@ from bench.servers import (
     HOST,
     Process,
     ServerSpec,
-    _wait_http_ok,
     free_port,
     server_command,
     start_redis,
+    wait_http_ok,
 )
 from bench.sse_client import Subscriber
 
@@ -223,7 +223,7 @@ def service_on_its_core(name: str, **env: str) -> Iterator[tuple[int, int]]:
                               LOG_LEVEL="warning", **env)
             server = Process("pushservice", argv, server_env)
             server.start(log_dir)
-            _wait_http_ok(port, server, timeout_s=30)
+            wait_http_ok(port, server, timeout_s=30)
             yield redis_port, port
         finally:
             if server is not None:

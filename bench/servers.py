@@ -110,7 +110,7 @@ class Process:
             self.popen.wait(5)
 
 
-def _wait_http_ok(port: int, proc: Process, timeout_s: float, path: str = "/health") -> None:
+def wait_http_ok(port: int, proc: Process, timeout_s: float, path: str = "/health") -> None:
     deadline = time.time() + timeout_s
     last = ""
     while time.time() < deadline:
@@ -256,7 +256,7 @@ def start_server(spec: ServerSpec, redis_port: int | None, log_dir: Path) -> tup
     proc = Process(spec.kind, argv, env)
     proc.start(log_dir)
     try:
-        _wait_http_ok(port, proc, timeout_s=30)
+        wait_http_ok(port, proc, timeout_s=30)
     except RuntimeError:
         proc.stop(grace_s=3)
         raise
