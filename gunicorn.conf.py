@@ -99,9 +99,12 @@ def worker_int(worker):
 
 
 def worker_exit(server, worker):
+    from pushservice.logs import close_handlers_before_exit
+
     service = worker.wsgi.extensions.get("pushservice") if hasattr(worker, "wsgi") else None
     if service is not None:
         service.stop()
+    close_handlers_before_exit()
 
 
 def child_exit(server, worker):

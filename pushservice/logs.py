@@ -153,3 +153,17 @@ class RedactingLogger(Logger):
                                  milliseconds, os.getpid())
         except Exception:  # noqa: BLE001 - as gunicorn: a log line never fails a request
             self.error(traceback.format_exc())
+
+
+def close_handlers_before_exit() -> None:
+    """Flush and close every logging handler, then let logging forget them.
+
+    Called last in a worker that exits. A handler collected during the interpreter's
+    teardown has logging take its module lock to forget it; under gevent's patching that
+    lock asks gevent for the current greenlet after gevent's modules are torn down, and
+    every worker exit printed an ``Exception ignored in: _removeHandlerRef`` traceback.
+    With logging's list of handlers empty, the teardown has nothing to take the lock for.
+    Lines logged after this still go out: closing a stream handler leaves its stream open.
+    """
+    logging.shutdown()
+    logging._handlerList.clear()  # what shutdown() and the teardown both walk

@@ -354,3 +354,19 @@ def test_an_unreachable_gateway_never_blocks_serving(service):
         client.wait_for(_is_message)
     wait_until(lambda: "gateway registration failed" in instance.output(), 10, interval=0.1)
 
+
+
+def test_a_stopped_instance_leaves_no_traceback_in_its_output(service):
+    instance = service(WORKERS="2")
+    with instance.sse("/sse/user/leaving") as client:
+        _greeting(client)
+        response = instance.publish({"type": "info", "service": "svc",
+                                     "target": {"user_id": "leaving"}, "data": {}})
+        assert response.status_code == 202, response.text
+        client.wait_for(_is_message)
+    assert instance.stop() == 0
+    output = instance.output()
+    assert output.count("Worker exiting") == 2, output
+    # Each worker's interpreter teardown once printed logging's "Exception ignored in:
+    # _removeHandlerRef" with a traceback through gevent.
+    assert "Traceback" not in output and "Exception ignored" not in output, output
