@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,11 +248,20 @@ def needs_redis(kind: str) -> bool:
     return kind not in ("raw-gevent", "flask-floor")
 
 
-def start_server(spec: ServerSpec, redis_port: int | None, log_dir: Path) -> tuple[Process, int]:
-    """Start the server of ``spec`` on a free port and wait until /health answers 200."""
+# Changes a server's command line and environment before it starts (a benchmark that
+# compares variants of one server's stack).
+Adjust = Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str]]]
+
+
+def start_server(spec: ServerSpec, redis_port: int | None, log_dir: Path,
+                 adjust: Adjust | None = None) -> tuple[Process, int]:
+    """Start the server of ``spec`` on a free port and wait until /health answers 200.
+    ``adjust`` changes its command line and environment first."""
     port = free_port()
     redis_url = f"redis://{HOST}:{redis_port}/0" if redis_port else ""
     argv, env = server_command(spec, port, redis_url)
+    if adjust is not None:
+        argv, env = adjust(argv, env)
     proc = Process(spec.kind, argv, env)
     proc.start(log_dir)
     try:

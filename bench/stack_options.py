@@ -26,13 +26,12 @@ from bench.servers import (
     HOST,
     PYTHON,
     ROOT,
-    Process,
+    Adjust,
     ServerSpec,
-    free_port,
-    server_command,
+    needs_redis,
     start_redis,
+    start_server,
     taskset,
-    wait_http_ok,
 )
 
 # gunicorn's own default access-log format, beside the service's shorter line.
@@ -63,36 +62,34 @@ VARIANTS = (
 )
 
 
-def _command(variant: Variant, port: int, redis_url: str, folder: Path) -> tuple[list, dict]:
-    """The server's command line with the variant's options before the app argument."""
-    spec = ServerSpec(variant.kind, cores=None, rate_limit=True)
-    argv, env = server_command(spec, port, redis_url)
-    if not variant.access_log:
-        if variant.kind == "pushservice":
-            # gunicorn.conf.py logs to stdout; a config that reads it, then turns it off.
-            config = folder / "no_access_log.py"
-            config.write_text(f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
-                              "accesslog = None\n")
-            argv[argv.index("gunicorn.conf.py")] = str(config)
-        else:
-            at = argv.index("--access-logfile")
-            del argv[at:at + 2]
-    argv = [*argv[:-1], *variant.options, argv[-1]]
-    return taskset("0", argv), {**env, **variant.env}
+def _adjust(variant: Variant, folder: Path) -> Adjust:
+    """What puts the variant's change into the server's command line and environment:
+    its options go before the app argument."""
+
+    def adjust(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        argv = list(argv)
+        if not variant.access_log:
+            if variant.kind == "pushservice":
+                # gunicorn.conf.py logs to stdout; a config that reads it, then turns it off.
+                config = folder / "no_access_log.py"
+                config.write_text(f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
+                                  "accesslog = None\n")
+                argv[argv.index("gunicorn.conf.py")] = str(config)
+            else:
+                at = argv.index("--access-logfile")
+                del argv[at:at + 2]
+        return [*argv[:-1], *variant.options, argv[-1]], {**env, **variant.env}
+
+    return adjust
 
 
 def run_once(variant: Variant, seconds: float, connections: int, folder: Path) -> dict:
-    redis_proc = None
-    redis_url = ""
-    if variant.kind == "pushservice":
-        redis_proc, redis_port = start_redis("0", folder)
-        redis_url = f"redis://{HOST}:{redis_port}/0"
-    port = free_port()
-    argv, env = _command(variant, port, redis_url, folder)
-    server = Process("server", argv, env)
-    server.start(folder)
+    redis_proc = redis_port = server = None
     try:
-        wait_http_ok(port, server, timeout_s=30)
+        if needs_redis(variant.kind):
+            redis_proc, redis_port = start_redis("0", folder)
+        spec = ServerSpec(variant.kind, cores="0", rate_limit=True)
+        server, port = start_server(spec, redis_port, folder, adjust=_adjust(variant, folder))
         groups = [procstat.ProcessGroup("server", [server.pid])]
         if redis_proc is not None:
             groups.append(procstat.ProcessGroup("redis", [redis_proc.pid]))
@@ -107,7 +104,8 @@ def run_once(variant: Variant, seconds: float, connections: int, folder: Path) -
             group.sample()
         report = json.loads(publisher.stdout.strip().splitlines()[-1])
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         if redis_proc is not None:
             redis_proc.stop()
     accepted = report["accepted"]
