@@ -41,10 +41,9 @@ def _greeting(client: SSEClient) -> dict:
 @pytest.mark.timeout(180)
 def test_200_clients_over_two_workers_each_get_500_messages_once_in_order(service):
     instance = service(workers=2)
-    clients = [instance.sse("/sse/stream/fanout") for _ in range(200)]
+    by_worker = instance.sse_on_every_worker("/sse/stream/fanout", at_least=1, total=200)
+    clients = [client for held in by_worker.values() for client in held]
     try:
-        workers = {_greeting(client)["worker"] for client in clients}
-        assert len(workers) == 2, "connections are spread over both workers"
         received: dict[int, list[int]] = {}
 
         def consume(index: int, client: SSEClient) -> None:
@@ -175,12 +174,9 @@ def test_a_stalled_client_is_cut_off_without_delaying_the_others(service):
 
 def test_sigterm_ends_the_workers_streams_with_a_final_frame(service):
     instance = service(workers=2)
-    clients = [instance.sse("/sse/stream/term") for _ in range(16)]
+    by_worker = instance.sse_on_every_worker("/sse/stream/term", at_least=4, total=16)
+    clients = [client for held in by_worker.values() for client in held]
     try:
-        by_worker: dict[int, list[SSEClient]] = {}
-        for client in clients:
-            by_worker.setdefault(_greeting(client)["worker"], []).append(client)
-        assert len(by_worker) == 2
         victim, survivor = sorted(by_worker)
         os.kill(victim, signal.SIGTERM)
         for client in by_worker[victim]:

@@ -293,6 +293,45 @@ class ServiceProcess(ChildServer):
         """Open an SSE connection to ``path``; keyword arguments go to SSEClient."""
         return SSEClient(self.url(path), **kwargs)
 
+    def sse_on_every_worker(
+        self, path: str, *, at_least: int, total: int = 0, limit: int = 400
+    ) -> dict[int, list[SSEClient]]:
+        """Open streams to ``path`` until each worker holds ``at_least`` (and ``total`` are open).
+
+        The kernel hands a connection to whichever worker accepts first, and an idle or
+        busy worker can lose every race for a while, so a fixed number of streams does not
+        reach both. Returns the streams by the worker PID their greeting names.
+        """
+        by_worker: dict[int, list[SSEClient]] = {}
+        opened = 0
+
+        def enough() -> bool:
+            counts = [len(by_worker.get(pid, [])) for pid in self.worker_pids()]
+            return opened >= total and len(counts) >= self.workers and min(counts) >= at_least
+
+        try:
+            while not enough():
+                if opened >= limit:
+                    raise ServiceError(
+                        f"{limit} streams reached workers "
+                        f"{ {pid: len(c) for pid, c in by_worker.items()} }, not "
+                        f"{at_least} on each of {self.worker_pids()}"
+                    )
+                client = self.sse(path)
+                opened += 1
+                try:
+                    greeting = client.wait_for(lambda frame: frame.event == "connected")
+                except BaseException:
+                    client.close()
+                    raise
+                by_worker.setdefault(greeting.json()["worker"], []).append(client)
+        except BaseException:
+            for clients in by_worker.values():
+                for client in clients:
+                    client.close()
+            raise
+        return by_worker
+
     def open_connections(self) -> int:
         """The streams this instance holds, all workers together (from ``/health``)."""
         return self.get("/health").json()["connections"]["instance"]
