@@ -36,8 +36,14 @@ def cluster(service):
 
 
 def _open(instance, path: str, count: int) -> list[tuple[SSEClient, dict]]:
+    """``count`` streams, returned once greeted and listed: each is recorded in the
+    registry in the background after its greeting."""
     clients = [instance.sse(path) for _ in range(count)]
-    return [(client, _greeting(client)) for client in clients]
+    opened = [(client, _greeting(client)) for client in clients]
+    ids = {greeting["connection_id"] for _, greeting in opened}
+    wait_until(lambda: ids <= {c["connection_id"] for c in _all_connections(instance)}, 10,
+               interval=0.05, message=lambda: f"{count} new streams listed")
+    return opened
 
 
 def _all_connections(service_process, **params) -> list[dict]:
