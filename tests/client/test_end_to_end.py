@@ -217,6 +217,10 @@ def test_a_refused_subscriber_comes_back_by_itself_when_a_place_is_free(service)
     holder = SSEClient(instance.url("/sse/user/limited"))
     try:
         holder.wait_for(lambda frame: frame.event == "connected")
+        # Recorded in the background after its greeting: the limit refuses whichever
+        # stream Redis records second, so let the holder be recorded first.
+        wait_until(lambda: instance.get("/api/v1/connections", params={
+            "user": "limited"}).json()["count"] == 1, 10, message="the holder listed")
         with PushClient(instance.base_url) as client:
             subscription = client.subscribe(user="limited")
             events: list = []

@@ -30,6 +30,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,16 +153,24 @@ def test_shell_blocks_run(block: Block, target):
                                env=_environ(target.base_url), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if block.marker == "streams":
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+        reader.start()
         try:
-            time.sleep(2)
-            assert process.poll() is None, (
-                f"{block.name} ended by itself:\n{process.stdout.read()}")
+            # Until the stream's greeting is printed (the block may start other programs
+            # first), then Ctrl-C, as whoever runs it would.
+            wait_until(lambda: process.poll() is not None
+                       or any("event: connected" in line for line in lines), 30,
+                       message=lambda: f"{block.name} to print its greeting:\n{''.join(lines)}")
+            assert process.poll() is None, f"{block.name} ended by itself:\n{''.join(lines)}"
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
-            output = process.communicate(timeout=20)[0]
+            process.wait(timeout=20)
         finally:
             if process.poll() is None:  # never leave a stream open for the next test
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            reader.join(5)
+        output = "".join(lines)
         assert "event: connected" in output, f"{block.name}:\n{output}"
         return
     output = process.communicate(timeout=100)[0]

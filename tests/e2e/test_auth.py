@@ -54,13 +54,15 @@ def secured(service):
 
 
 def test_a_stream_ends_when_its_token_expires_and_a_fresh_token_resumes_it(secured):
-    short_lived = _token("123", ttl_seconds=2)
+    # Expiry is counted in whole seconds: this one lives 3 to 4 s, enough to connect and
+    # get three messages on a loaded machine.
+    short_lived = _token("123", ttl_seconds=4)
     with secured.sse(f"/sse/user/123?token={short_lived}") as stream:
         stream.wait_for(lambda frame: frame.event == "connected")
         for n in range(3):
             assert secured.publish(_message(n), headers=_publisher()).status_code == 202
         assert _numbers(stream.collect(3, predicate=_is_message)) == [0, 1, 2]
-        closing = stream.wait_for(lambda frame: frame.event == "closing", timeout=5)
+        closing = stream.wait_for(lambda frame: frame.event == "closing", timeout=10)
         payload = closing.json()
         assert payload["reason"] == "token_expired" and "fresh token" in payload["message"]
         assert closing.retry == payload["retry_ms"]

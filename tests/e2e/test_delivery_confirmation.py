@@ -157,10 +157,15 @@ def test_an_offline_user_gets_the_message_on_connect_once_per_redelivery(cluster
         assert [m["metadata"]["retry_count"] for m in copies(frames, message_id)] == [1, 2]
         assert all(frame.id is None for frame in frames)  # the client's position stays
     with stream(first, user) as again:
-        # Delivered just now: not again before its timeout.
-        again.assert_silent(1.0, is_message)
+        # Delivered just now: not again before its timeout. (The second redelivery may
+        # still reach this new stream: a worker offers it to the streams it holds when
+        # it handles the broadcast, which a loaded machine can delay past this connect.)
+        def redelivered_again(frame) -> bool:
+            return is_message(frame) and frame.json()["metadata"]["retry_count"] > 2
+
+        again.assert_silent(1.0, redelivered_again)
         assert ack(first, user, message_id).status_code == 200
-        again.assert_silent(3.0, is_message)
+        again.assert_silent(3.0, redelivered_again)
     assert status(first, message_id)["redeliveries"] == 2
 
 

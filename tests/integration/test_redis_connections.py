@@ -10,6 +10,7 @@ import redis
 
 from pushservice.settings import Settings
 from pushservice.store import RedisConnections
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def test_a_connection_with_nothing_to_read_is_checked_without_yielding(connectio
 
 def test_a_reply_waiting_on_the_socket_is_found(connection):
     connection.send_command("PING")
-    gevent.sleep(0.05)  # the reply arrives, unread
+    # The reply arrives, unread (redis-server may wait for a busy core to answer).
+    wait_until(connection.can_read, 5, interval=0.01, message="the PONG to arrive")
 
     assert connection.can_read() is True
     assert connection.read_response() == b"PONG"
