@@ -207,20 +207,23 @@ def test_a_fresh_token_before_reconnecting_and_a_forbidden_stream_gives_up(
         service, page_server, browser):
     instance = _start(service, page_server, ENABLE_AUTH="true", JWT_SECRET=SECRET,
                       JWT_LEEWAY_SECONDS="0")
-    # The page's own backend mints a token each time the page asks: 3 s, then longer.
+    # The page's own backend mints a token each time the page asks: 3 s, then longer, for
+    # the stream of user 123; the other stream asks elsewhere, so it never takes the 3 s.
     lifetimes = iter([3])
     minted = []
 
-    def token() -> str:
+    def token(lifetime: int | None = None) -> str:
         minted.append(1)
-        return _token(next(lifetimes, 600))
+        return _token(lifetime or next(lifetimes, 600))
 
     page_server.add("/token", token, "text/plain")
+    page_server.add("/token-other", lambda: token(600), "text/plain")
     page_server.add("/", _classic_page(instance.base_url, f"""
       const getToken = () => fetch('/token').then((r) => r.text());
       const url = {json.dumps(instance.base_url)};
       window.push = record(PushService.connect({{url, user: '123', getToken}}));
-      window.other = PushService.connect({{url, user: '456', getToken}});
+      window.other = PushService.connect({{url, user: '456',
+        getToken: () => fetch('/token-other').then((r) => r.text())}});
       window.otherFatal = [];
       other.on('fatal', (f) => otherFatal.push(f));
     """))

@@ -192,7 +192,9 @@ def test_a_killed_workers_connections_vanish_within_the_registry_ttl(service):
         wait_until(gone, 15, interval=0.2)
         elapsed = time.monotonic() - killed_at
         print(f"\nentries of the killed worker vanished after {elapsed:.1f}s (TTL 2 s)")
-        assert elapsed < 2 + 0.5 + 2, "within REGISTRY_TTL_SECONDS plus one refresh"
+        # Within REGISTRY_TTL_SECONDS plus one refresh, and time for a busy machine to
+        # answer the listing.
+        assert elapsed < 2 + 0.5 + 4, "within REGISTRY_TTL_SECONDS plus one refresh"
         survivors = set().union(*(ids for pid, ids in by_worker.items() if pid != victim))
         assert survivors <= {c["connection_id"] for c in _all_connections(instance)}
     finally:
