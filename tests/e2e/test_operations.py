@@ -363,7 +363,6 @@ def test_an_unreachable_gateway_never_blocks_serving(service):
     wait_until(lambda: "gateway registration failed" in instance.output(), 10, interval=0.1)
 
 
-
 def test_a_stopped_instance_leaves_no_traceback_in_its_output(service):
     instance = service(WORKERS="2")
     with instance.sse("/sse/user/leaving") as client:
